@@ -1,0 +1,152 @@
+// The storage the domain asks for. src/store/ implements it over MikroORM (PostgreSQL and SQLite);
+// the domain never sees SQL, the ORM or a driver error: the store turns those into domain errors
+// (connection lost → UnavailableError, a conflict that survives retries → AbortedError).
+
+/**
+ * A position in the change log: every committed change to roles, permissions, role assignments and
+ * profiles gets the next revision, in commit order, whoever wrote it (this service, the CLI, plain SQL).
+ */
+export type Revision = number;
+
+export interface PermissionRecord {
+  id: string;
+  name: string;
+  description: string;
+}
+
+export interface RoleRecord {
+  id: string;
+  name: string;
+  description: string;
+  /** Ids of the permissions the role carries, distinct, in no particular order. */
+  permissionIds: string[];
+}
+
+/** The role→permission map, read in one snapshot, with the revision that snapshot reflects. */
+export interface Catalog {
+  permissions: PermissionRecord[];
+  roles: RoleRecord[];
+  revision: Revision;
+}
+
+export interface RoleName {
+  id: string;
+  name: string;
+}
+
+export interface UserRoles {
+  roleIds: string[];
+  /** The revision the read reflects (every change up to it is included). */
+  revision: Revision;
+}
+
+export interface RoleWriteResult {
+  /** False when the call found the user's roles already as asked; then no audit row was written. */
+  changed: boolean;
+  /** The user's full set of roles after the call, sorted by name. */
+  roles: RoleName[];
+  /** The revision of this change when changed; otherwise a revision the unchanged state reflects. */
+  revision: Revision;
+}
+
+export interface ProfileRecord {
+  userId: string;
+  name: string;
+  organisation: string;
+  createdAt: Date;
+  updatedAt: Date;
+}
+
+export interface ProfilePatch {
+  name?: string;
+  organisation?: string;
+}
+
+export interface ProfileWriteResult {
+  changed: boolean;
+  profile: ProfileRecord;
+  revision: Revision;
+}
+
+export interface AuditEvent {
+  id: string;
+  action: string;
+  userId: string;
+  modifiedByUserId: string;
+  timestamp: Date;
+}
+
+/** Keyset position in the audit listing: the last event of the previous page. */
+export interface AuditCursor {
+  timestamp: Date;
+  id: string;
+}
+
+export interface AuditPage {
+  events: AuditEvent[];
+  /** Set when more events follow. */
+  next?: AuditCursor;
+}
+
+export type ChangeKind = "user_roles" | "role_permissions" | "profile";
+
+export interface Change {
+  revision: Revision;
+  kind: ChangeKind;
+  /** The user whose roles or profile changed; null for role_permissions. */
+  userId: string | null;
+}
+
+/** Live notifications of committed changes, from any writer. */
+export interface ChangeSubscription {
+  close(): Promise<void>;
+}
+
+export interface ChangeListener {
+  /** Changes in revision order, each once. */
+  onChanges(changes: Change[]): void;
+  /**
+   * The feed lost its source (the LISTEN connection dropped): changes may have been missed until
+   * `onResumed`. Caches must stop trusting themselves.
+   */
+  onInterrupted(error: Error): void;
+  /** The feed is live again and has replayed every change it may have missed. */
+  onResumed(): void;
+}
+
+export interface Store {
+  /** Role and permission references: a name (case-insensitive, exact case preferred) or a UUID. */
+  resolveRole(ref: string): Promise<RoleName | null>;
+  resolvePermission(ref: string): Promise<PermissionRecord | null>;
+
+  loadCatalog(): Promise<Catalog>;
+  userRoles(userId: string): Promise<UserRoles>;
+
+  /**
+   * Role writes, each in one transaction with its users_audit row (actions as in API.md). Throws
+   * NotFoundError when a role id no longer exists, FailedPreconditionError when the call would leave no
+   * user holding Admin while one did (also when two calls race), AbortedError after retries.
+   */
+  assignRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult>;
+  revokeRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult>;
+  setUserRoles(userId: string, roleIds: string[], actorId: string): Promise<RoleWriteResult>;
+
+  getProfile(userId: string): Promise<ProfileRecord | null>;
+  /** Upsert; missing fields of a new profile are empty strings; audited only when something changed. */
+  updateProfile(userId: string, patch: ProfilePatch, actorId: string): Promise<ProfileWriteResult>;
+
+  /** Newest first (timestamp, then id, descending), optionally for one user. */
+  listAudit(options: { userId?: string; limit: number; before?: AuditCursor }): Promise<AuditPage>;
+
+  currentRevision(): Promise<Revision>;
+  /** The oldest revision still in the change log (0 when it is empty). */
+  oldestRevision(): Promise<Revision>;
+  /** Changes with revision > `after`, in order, at most `limit`. */
+  changesAfter(after: Revision, limit: number): Promise<Change[]>;
+  /** Start delivering live changes with revision > `after`. */
+  subscribe(after: Revision, listener: ChangeListener): Promise<ChangeSubscription>;
+
+  /** Resolves when the database answers. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}

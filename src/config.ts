@@ -1,0 +1,212 @@
+// The only reader of process.env: every setting of API.md's "Configuration", with its default, validated
+// once at start. A bad value throws ConfigError naming the variable; secrets never appear in messages.
+
+import { isIP } from "node:net";
+
+export class ConfigError extends Error {
+  readonly variable: string;
+  constructor(variable: string, problem: string) {
+    super(`${variable}: ${problem}`);
+    this.variable = variable;
+  }
+}
+
+export type DatabaseConfig = { kind: "sqlite"; path: string } | { kind: "postgres"; url: string };
+
+export interface ListenAddress {
+  host: string;
+  port: number;
+}
+
+export interface JwtConfig {
+  issuer: string;
+  audience?: string;
+  jwksFile?: string;
+  jwksUrl: string;
+}
+
+export interface TlsConfig {
+  certFile: string;
+  keyFile: string;
+  clientCaFile?: string;
+}
+
+export interface Config {
+  database: DatabaseConfig;
+  grpcListen: ListenAddress;
+  httpListen: ListenAddress;
+  logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
+  maxBatch: number;
+  userCacheSize: number;
+  migrateOnStart: boolean;
+  shutdownGraceMs: number;
+  maxRequestBytes: number;
+  serviceTokens: string[];
+  jwt?: JwtConfig;
+  allowUnauthenticated: boolean;
+  tls?: TlsConfig;
+}
+
+export type Env = Record<string, string | undefined>;
+
+const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
+export const DEFAULT_DATABASE_URL = "sqlite:data/authz.db";
+
+/** Parses `DATABASE_URL` (also used by the CLI); `variable` names the source in errors. */
+export function parseDatabaseUrl(value: string, variable = "DATABASE_URL"): DatabaseConfig {
+  if (value.startsWith("sqlite:")) {
+    const path = value.slice("sqlite:".length);
+    if (path === "") throw new ConfigError(variable, "sqlite: needs a path (sqlite:data/authz.db or sqlite::memory:)");
+    return { kind: "sqlite", path };
+  }
+  if (/^postgres(ql)?:\/\//.test(value)) {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      throw new ConfigError(variable, "not a valid postgres:// URL");
+    }
+    if (url.hostname === "" && !url.searchParams.has("host")) {
+      throw new ConfigError(variable, "a postgres:// URL needs a host");
+    }
+    return { kind: "postgres", url: value };
+  }
+  throw new ConfigError(variable, "must start with postgres://, postgresql:// or sqlite:");
+}
+
+/** A database URL without its password, for logs and messages. */
+export function redactDatabase(database: DatabaseConfig): string {
+  if (database.kind === "sqlite") return `sqlite:${database.path}`;
+  try {
+    const url = new URL(database.url);
+    if (url.password !== "") url.password = "***";
+    url.searchParams.delete("password");
+    return url.toString();
+  } catch {
+    return "postgres://(unparseable)";
+  }
+}
+
+export function parseListen(value: string, variable: string): ListenAddress {
+  const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(value);
+  if (!match) throw new ConfigError(variable, "must be host:port (127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)");
+  const host = match[1] ?? match[2] ?? "";
+  const port = Number(match[3]);
+  if (host === "") throw new ConfigError(variable, "the host is empty (use 0.0.0.0 to listen everywhere)");
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(variable, "port must be 0..65535");
+  return { host, port };
+}
+
+/** True when the address can only be reached from this machine. */
+export function isLoopback(host: string): boolean {
+  if (host === "localhost") return true;
+  const kind = isIP(host);
+  if (kind === 4) return host.startsWith("127.");
+  if (kind === 6) return host === "::1" || host.toLowerCase() === "0:0:0:0:0:0:0:1";
+  return false;
+}
+
+function integer(env: Env, variable: string, fallback: number, min: number, max: number): number {
+  const raw = env[variable];
+  if (raw === undefined || raw === "") return fallback;
+  if (!/^\d+$/.test(raw.trim())) throw new ConfigError(variable, `must be a whole number (${min}..${max})`);
+  const value = Number(raw.trim());
+  if (value < min || value > max) throw new ConfigError(variable, `must be between ${min} and ${max}`);
+  return value;
+}
+
+function boolean(env: Env, variable: string, fallback: boolean): boolean {
+  const raw = env[variable]?.trim().toLowerCase();
+  if (raw === undefined || raw === "") return fallback;
+  if (["true", "1", "yes", "on"].includes(raw)) return true;
+  if (["false", "0", "no", "off"].includes(raw)) return false;
+  throw new ConfigError(variable, "must be true or false");
+}
+
+function optional(env: Env, variable: string): string | undefined {
+  const raw = env[variable]?.trim();
+  return raw === undefined || raw === "" ? undefined : raw;
+}
+
+/** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
+export function loadConfig(env: Env = process.env): Config {
+  const database = parseDatabaseUrl(optional(env, "DATABASE_URL") ?? DEFAULT_DATABASE_URL);
+  const grpcListen = parseListen(optional(env, "AUTHZ_GRPC_LISTEN") ?? "127.0.0.1:50051", "AUTHZ_GRPC_LISTEN");
+  const httpListen = parseListen(optional(env, "AUTHZ_HTTP_LISTEN") ?? "127.0.0.1:8080", "AUTHZ_HTTP_LISTEN");
+
+  const logLevel = (optional(env, "AUTHZ_LOG_LEVEL") ?? "info").toLowerCase();
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new ConfigError("AUTHZ_LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
+  }
+
+  const serviceTokens = (env.AUTHZ_SERVICE_TOKENS ?? "")
+    .split(",")
+    .map((token) => token.trim())
+    .filter((token) => token !== "");
+  serviceTokens.forEach((token, index) => {
+    // Never echo the token itself: say which one (by position) is too short.
+    if (token.length < 16) {
+      throw new ConfigError("AUTHZ_SERVICE_TOKENS", `token #${index + 1} is shorter than 16 characters`);
+    }
+  });
+
+  let jwt: JwtConfig | undefined;
+  const issuer = optional(env, "AUTHZ_JWT_ISSUER");
+  if (issuer !== undefined) {
+    try {
+      new URL(issuer);
+    } catch {
+      throw new ConfigError("AUTHZ_JWT_ISSUER", "must be a URL (https://cognito-idp.<region>.amazonaws.com/<pool id>)");
+    }
+    const jwksUrl = optional(env, "AUTHZ_JWKS_URL") ?? `${issuer.replace(/\/+$/, "")}/.well-known/jwks.json`;
+    try {
+      new URL(jwksUrl);
+    } catch {
+      throw new ConfigError("AUTHZ_JWKS_URL", "must be a URL");
+    }
+    jwt = { issuer, jwksUrl };
+    const audience = optional(env, "AUTHZ_JWT_AUDIENCE");
+    if (audience !== undefined) jwt.audience = audience;
+    const jwksFile = optional(env, "AUTHZ_JWKS_FILE");
+    if (jwksFile !== undefined) jwt.jwksFile = jwksFile;
+  } else {
+    for (const variable of ["AUTHZ_JWT_AUDIENCE", "AUTHZ_JWKS_FILE", "AUTHZ_JWKS_URL"]) {
+      if (optional(env, variable) !== undefined) throw new ConfigError(variable, "is set but AUTHZ_JWT_ISSUER is not");
+    }
+  }
+
+  let tls: TlsConfig | undefined;
+  const certFile = optional(env, "AUTHZ_TLS_CERT_FILE");
+  const keyFile = optional(env, "AUTHZ_TLS_KEY_FILE");
+  const clientCaFile = optional(env, "AUTHZ_TLS_CLIENT_CA_FILE");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError(
+      certFile === undefined ? "AUTHZ_TLS_CERT_FILE" : "AUTHZ_TLS_KEY_FILE",
+      "AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE go together",
+    );
+  }
+  if (certFile !== undefined && keyFile !== undefined) {
+    tls = { certFile, keyFile };
+    if (clientCaFile !== undefined) tls.clientCaFile = clientCaFile;
+  } else if (clientCaFile !== undefined) {
+    throw new ConfigError("AUTHZ_TLS_CLIENT_CA_FILE", "needs AUTHZ_TLS_CERT_FILE and AUTHZ_TLS_KEY_FILE");
+  }
+
+  const config: Config = {
+    database,
+    grpcListen,
+    httpListen,
+    logLevel: logLevel as Config["logLevel"],
+    maxBatch: integer(env, "AUTHZ_MAX_BATCH", 100, 1, 10_000),
+    userCacheSize: integer(env, "AUTHZ_USER_CACHE_SIZE", 100_000, 0, 100_000_000),
+    migrateOnStart: boolean(env, "AUTHZ_MIGRATE_ON_START", true),
+    shutdownGraceMs: integer(env, "AUTHZ_SHUTDOWN_GRACE_MS", 10_000, 0, 3_600_000),
+    maxRequestBytes: integer(env, "AUTHZ_MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    serviceTokens,
+    allowUnauthenticated: boolean(env, "AUTHZ_ALLOW_UNAUTHENTICATED", false),
+  };
+  if (jwt) config.jwt = jwt;
+  if (tls) config.tls = tls;
+  return config;
+}
