@@ -1,0 +1,81 @@
+// Who is calling: the `authorization` metadata turned into a Caller (a service, a user, or nobody in open
+// mode), and the start-up rule that open mode may only listen on loopback.
+
+import { UnauthenticatedError } from "../authz/errors.ts";
+import { type Config, ConfigError, isLoopback, type ListenAddress } from "../config.ts";
+import { createJwtVerifier, type JwtVerifierOptions } from "./jwt.ts";
+import { createServiceTokens } from "./service-tokens.ts";
+
+export type Caller = { kind: "service" } | { kind: "user"; userId: string } | { kind: "anonymous" };
+
+export type AuthMode = "open" | "secured";
+
+export interface Authenticator {
+  /** "open" when neither service tokens nor JWTs are configured: every caller is anonymous. */
+  readonly mode: AuthMode;
+  /**
+   * The caller behind an `authorization` header value (`Bearer <credential>`, scheme in any case), or null
+   * when the header is absent. Throws UnauthenticatedError in secured mode when it is missing, malformed
+   * or not verifiable. In open mode every call is anonymous, whatever it sends.
+   */
+  authenticate(authorization: string | null | undefined): Promise<Caller>;
+}
+
+/** Open mode: neither AUTHZ_SERVICE_TOKENS nor AUTHZ_JWT_ISSUER is set. */
+export function authMode(config: Pick<Config, "serviceTokens" | "jwt">): AuthMode {
+  return config.serviceTokens.length === 0 && config.jwt === undefined ? "open" : "secured";
+}
+
+const BEARER = /^bearer +(\S+)$/i;
+
+/**
+ * Builds the authenticator for `config`. Reads AUTHZ_JWKS_FILE now, so a bad file is a ConfigError at start.
+ * A credential equal to a service token is a service; anything else is tried as a JWT when JWTs are on.
+ */
+export function createAuthenticator(
+  config: Pick<Config, "serviceTokens" | "jwt">,
+  jwtOptions?: JwtVerifierOptions,
+): Authenticator {
+  const mode = authMode(config);
+  const serviceTokens = createServiceTokens(config.serviceTokens);
+  const jwt = config.jwt === undefined ? undefined : createJwtVerifier(config.jwt, jwtOptions);
+
+  return {
+    mode,
+    async authenticate(authorization) {
+      if (mode === "open") return { kind: "anonymous" };
+      const header = authorization?.trim() ?? "";
+      if (header === "") throw new UnauthenticatedError("missing credentials");
+      const credential = BEARER.exec(header)?.[1];
+      if (credential === undefined) throw new UnauthenticatedError("malformed authorization header");
+      if (serviceTokens.size > 0 && serviceTokens.matches(credential)) return { kind: "service" };
+      if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
+      const { userId } = await jwt.verify(credential);
+      return { kind: "user", userId };
+    },
+  };
+}
+
+function formatListen(address: ListenAddress): string {
+  return address.host.includes(":") ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+}
+
+/**
+ * Refuses to start open mode on a non-loopback listener unless AUTHZ_ALLOW_UNAUTHENTICATED=true: throws a
+ * ConfigError naming the variables to set. Returns the warning to log when the start is open (else null).
+ */
+export function assertStartAllowed(
+  config: Pick<Config, "serviceTokens" | "jwt" | "allowUnauthenticated" | "grpcListen" | "httpListen">,
+): string | null {
+  if (authMode(config) === "secured") return null;
+  const exposed = [config.grpcListen, config.httpListen].filter((address) => !isLoopback(address.host));
+  const first = exposed[0];
+  if (first !== undefined && !config.allowUnauthenticated) {
+    throw new ConfigError(
+      "AUTHZ_SERVICE_TOKENS or AUTHZ_JWT_ISSUER",
+      `listening on ${formatListen(first)} needs credentials (or AUTHZ_ALLOW_UNAUTHENTICATED=true)`,
+    );
+  }
+  const where = exposed.length === 0 ? "loopback only" : `exposed on ${exposed.map(formatListen).join(", ")}`;
+  return `authentication is OFF (open mode, ${where}): every call is allowed; set AUTHZ_SERVICE_TOKENS or AUTHZ_JWT_ISSUER`;
+}
