@@ -1,0 +1,351 @@
+// The domain operations behind every RPC: validate the request (errors name the field), resolve
+// references, read through the reader (cached or not), write through the store. No gRPC, no ORM here.
+
+import type { ChangeHub } from "./change-hub.ts";
+import { InvalidArgumentError, NotFoundError, OutOfRangeError } from "./errors.ts";
+import { parseUuid } from "./ids.ts";
+import { CACHED, type Consistency, FULL, type Reader } from "./reader.ts";
+import { formatRevision, parseRevision } from "./revision.ts";
+import type { IndexedRole } from "./role-index.ts";
+import type {
+  AuditCursor,
+  AuditEvent,
+  Change,
+  ChangeKind,
+  PermissionRecord,
+  ProfileRecord,
+  RoleName,
+  RoleWriteResult,
+  Store,
+} from "./store.ts";
+
+export interface CheckInput {
+  userId: string;
+  permission: string;
+  fullyConsistent: boolean;
+  atLeastAsFresh: string;
+}
+
+export interface CheckOutput {
+  allowed: boolean;
+  grantedBy: string[];
+  checkedAt: string;
+}
+
+export interface RolesOutput {
+  changed: boolean;
+  roles: string[];
+  writtenAt: string;
+}
+
+export interface Profile {
+  userId: string;
+  name: string;
+  organisation: string;
+  roles: string[];
+  permissions: string[];
+  createdAt?: Date;
+  updatedAt?: Date;
+}
+
+export interface RoleOutput {
+  id: string;
+  name: string;
+  description: string;
+  permissions: string[];
+}
+
+export interface AuditPageOutput {
+  events: AuditEvent[];
+  nextPageToken: string;
+}
+
+export interface ChangeOutput {
+  revision: string;
+  kind: ChangeKind;
+  userId: string;
+}
+
+export interface AuthzOptions {
+  store: Store;
+  reader: Reader;
+  hub: ChangeHub;
+  maxBatch: number;
+}
+
+export const MAX_TEXT_LENGTH = 255;
+const DEFAULT_PAGE_SIZE = 50;
+const MAX_PAGE_SIZE = 500;
+/** A watcher that falls this far behind goes back to reading the change log. */
+const WATCH_BUFFER_LIMIT = 10_000;
+
+function required(value: string, field: string): string {
+  if (value === "") throw new InvalidArgumentError(field, "required");
+  return value;
+}
+
+function consistencyOf(input: CheckInput, prefix: string): Consistency {
+  const atLeast = parseRevision(input.atLeastAsFresh, `${prefix}at_least_as_fresh`);
+  if (input.fullyConsistent) return FULL;
+  return atLeast === undefined ? CACHED : { kind: "fresh", atLeast };
+}
+
+function text(value: string | undefined, field: string): string | undefined {
+  if (value === undefined) return undefined;
+  if ([...value].length > MAX_TEXT_LENGTH) {
+    throw new InvalidArgumentError(field, `must be at most ${MAX_TEXT_LENGTH} characters`);
+  }
+  if (value.includes("\0")) throw new InvalidArgumentError(field, "must not contain NUL characters");
+  return value;
+}
+
+function encodeCursor(cursor: AuditCursor): string {
+  return Buffer.from(JSON.stringify([cursor.timestamp.toISOString(), cursor.id])).toString("base64url");
+}
+
+function decodeCursor(token: string): AuditCursor | undefined {
+  if (token === "") return undefined;
+  try {
+    const [timestamp, id] = JSON.parse(Buffer.from(token, "base64url").toString("utf8")) as unknown[];
+    const date = new Date(String(timestamp));
+    if (typeof timestamp === "string" && typeof id === "string" && !Number.isNaN(date.getTime())) {
+      return { timestamp: date, id: parseUuid(id, "page_token") };
+    }
+  } catch {
+    // Falls through to the error below: the token was not made by us.
+  }
+  throw new InvalidArgumentError("page_token", "is not a token from this listing");
+}
+
+export class Authz {
+  readonly #store: Store;
+  readonly #reader: Reader;
+  readonly #hub: ChangeHub;
+  readonly maxBatch: number;
+
+  constructor(options: AuthzOptions) {
+    this.#store = options.store;
+    this.#reader = options.reader;
+    this.#hub = options.hub;
+    this.maxBatch = options.maxBatch;
+  }
+
+  async checkPermission(input: CheckInput, prefix = ""): Promise<CheckOutput> {
+    const userId = parseUuid(input.userId, `${prefix}user_id`);
+    const permissionRef = required(input.permission, `${prefix}permission`);
+    const consistency = consistencyOf(input, prefix);
+    const view = await this.#reader.user(userId, consistency);
+    const permission = view.index.resolvePermission(permissionRef);
+    if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${JSON.stringify(permissionRef)}`);
+    const grantedBy = view.index.grantedBy(view.roles, permission.id);
+    return { allowed: grantedBy.length > 0, grantedBy, checkedAt: formatRevision(view.revision) };
+  }
+
+  /** Validates every check before running any, so a bad batch fails as a whole. */
+  async checkPermissions(checks: CheckInput[]): Promise<CheckOutput[]> {
+    if (checks.length > this.maxBatch) {
+      throw new InvalidArgumentError("checks", `at most ${this.maxBatch} checks per call (got ${checks.length})`);
+    }
+    checks.forEach((check, i) => {
+      parseUuid(check.userId, `checks[${i}].user_id`);
+      required(check.permission, `checks[${i}].permission`);
+      consistencyOf(check, `checks[${i}].`);
+    });
+    return Promise.all(checks.map((check, i) => this.checkPermission(check, `checks[${i}].`)));
+  }
+
+  /** Whether the user holds the permission, from the cache: how callers' own rights are decided. */
+  async holds(userId: string, permissionName: string): Promise<boolean> {
+    const view = await this.#reader.user(userId, CACHED);
+    const permission = view.index.resolvePermission(permissionName);
+    return permission !== undefined && view.index.grantedBy(view.roles, permission.id).length > 0;
+  }
+
+  async assignRole(userIdInput: string, roleRef: string, actorId: string): Promise<RolesOutput> {
+    const userId = parseUuid(userIdInput, "user_id");
+    const role = await this.#resolveRole(required(roleRef, "role"), "role");
+    return this.#afterRoleWrite(userId, await this.#store.assignRole(userId, role.id, actorId));
+  }
+
+  async revokeRole(userIdInput: string, roleRef: string, actorId: string): Promise<RolesOutput> {
+    const userId = parseUuid(userIdInput, "user_id");
+    const role = await this.#resolveRole(required(roleRef, "role"), "role");
+    return this.#afterRoleWrite(userId, await this.#store.revokeRole(userId, role.id, actorId));
+  }
+
+  async setUserRoles(userIdInput: string, roleRefs: string[], actorId: string): Promise<RolesOutput> {
+    const userId = parseUuid(userIdInput, "user_id");
+    const roleIds: string[] = [];
+    for (const [i, ref] of roleRefs.entries()) {
+      const role = await this.#resolveRole(required(ref, `roles[${i}]`), `roles[${i}]`);
+      if (!roleIds.includes(role.id)) roleIds.push(role.id);
+    }
+    return this.#afterRoleWrite(userId, await this.#store.setUserRoles(userId, roleIds, actorId));
+  }
+
+  async getProfile(userIdInput: string): Promise<Profile> {
+    const userId = parseUuid(userIdInput, "user_id");
+    const [record, view] = await Promise.all([this.#store.getProfile(userId), this.#reader.user(userId, CACHED)]);
+    if (!record && view.roles.length === 0) throw new NotFoundError(`user_id: no user ${userId}`);
+    return this.#profile(userId, record, view.roles, view.index.effectivePermissions(view.roles));
+  }
+
+  async updateProfile(
+    userIdInput: string,
+    patch: { name?: string | undefined; organisation?: string | undefined },
+    actorId: string,
+  ): Promise<Profile> {
+    const userId = parseUuid(userIdInput, "user_id");
+    const name = text(patch.name, "name");
+    const organisation = text(patch.organisation, "organisation");
+    if (name === undefined && organisation === undefined) {
+      throw new InvalidArgumentError("name", "name or organisation is required");
+    }
+    const result = await this.#store.updateProfile(
+      userId,
+      { ...(name !== undefined && { name }), ...(organisation !== undefined && { organisation }) },
+      actorId,
+    );
+    const view = await this.#reader.user(userId, CACHED);
+    return this.#profile(userId, result.profile, view.roles, view.index.effectivePermissions(view.roles));
+  }
+
+  async listRoles(): Promise<RoleOutput[]> {
+    const { index } = await this.#reader.catalog(CACHED);
+    return index.roles.map((role) => ({
+      id: role.id,
+      name: role.name,
+      description: role.description,
+      permissions: role.permissionNames,
+    }));
+  }
+
+  async listPermissions(): Promise<PermissionRecord[]> {
+    const { index } = await this.#reader.catalog(CACHED);
+    return index.permissions;
+  }
+
+  async listAuditEvents(input: { userId: string; pageSize: number; pageToken: string }): Promise<AuditPageOutput> {
+    const userId = input.userId === "" ? undefined : parseUuid(input.userId, "user_id");
+    if (input.pageSize < 0 || input.pageSize > MAX_PAGE_SIZE) {
+      throw new InvalidArgumentError("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE})`);
+    }
+    const before = decodeCursor(input.pageToken);
+    const page = await this.#store.listAudit({
+      limit: input.pageSize === 0 ? DEFAULT_PAGE_SIZE : input.pageSize,
+      ...(userId !== undefined && { userId }),
+      ...(before !== undefined && { before }),
+    });
+    return { events: page.events, nextPageToken: page.next ? encodeCursor(page.next) : "" };
+  }
+
+  /**
+   * Changes after `after` (or from now), then live ones, each once and in order, until `signal` aborts.
+   * A revision older than the change log keeps is OutOfRangeError: the caller must reload and watch anew.
+   */
+  async *watchChanges(afterInput: string, signal: AbortSignal): AsyncGenerator<ChangeOutput> {
+    const requested = parseRevision(afterInput, "after");
+    let buffer: Change[] = [];
+    let overflow = false;
+    let wake: (() => void) | undefined;
+    const notify = () => {
+      wake?.();
+      wake = undefined;
+    };
+    const detach = this.#hub.addListener({
+      onChanges: (changes) => {
+        if (overflow) return;
+        buffer.push(...changes);
+        if (buffer.length > WATCH_BUFFER_LIMIT) {
+          overflow = true;
+          buffer = [];
+        }
+        notify();
+      },
+      onInterrupted: () => {},
+      // Changes missed while the feed was down are replayed by it; re-reading the log covers the rest.
+      onResumed: () => {
+        overflow = true;
+        notify();
+      },
+    });
+    signal.addEventListener("abort", notify);
+    try {
+      let cursor = requested ?? (await this.#store.currentRevision());
+      if (requested !== undefined) {
+        const oldest = await this.#store.oldestRevision();
+        if (oldest > 0 && requested < oldest - 1) {
+          throw new OutOfRangeError(
+            `after: revision ${requested} is older than the change log keeps (oldest is ${oldest}); reload and watch from now`,
+          );
+        }
+      }
+      let catchUp = true;
+      while (!signal.aborted) {
+        if (catchUp) {
+          overflow = false;
+          for (;;) {
+            const changes = await this.#store.changesAfter(cursor, 500);
+            for (const change of changes) {
+              if (signal.aborted) return;
+              cursor = change.revision;
+              yield { revision: formatRevision(change.revision), kind: change.kind, userId: change.userId ?? "" };
+            }
+            if (changes.length < 500) break;
+          }
+          catchUp = false;
+        }
+        const pending = buffer;
+        buffer = [];
+        for (const change of pending) {
+          if (change.revision <= cursor) continue;
+          if (signal.aborted) return;
+          cursor = change.revision;
+          yield { revision: formatRevision(change.revision), kind: change.kind, userId: change.userId ?? "" };
+        }
+        if (overflow) {
+          catchUp = true;
+          continue;
+        }
+        if (buffer.length === 0 && !signal.aborted) await new Promise<void>((resolve) => (wake = resolve));
+      }
+    } finally {
+      detach();
+      signal.removeEventListener("abort", notify);
+    }
+  }
+
+  async #resolveRole(ref: string, field: string): Promise<RoleName> {
+    // The cached map first; the database knows roles created since it was loaded.
+    const { index } = await this.#reader.catalog(CACHED);
+    const cached = index.resolveRole(ref);
+    if (cached) return cached;
+    const stored = await this.#store.resolveRole(ref);
+    if (!stored) throw new NotFoundError(`${field}: no role ${JSON.stringify(ref)}`);
+    return stored;
+  }
+
+  #afterRoleWrite(userId: string, result: RoleWriteResult): RolesOutput {
+    if (result.changed) this.#reader.invalidateUser(userId);
+    return {
+      changed: result.changed,
+      roles: result.roles.map((role) => role.name),
+      writtenAt: formatRevision(result.revision),
+    };
+  }
+
+  #profile(userId: string, record: ProfileRecord | null, roles: IndexedRole[], permissions: string[]): Profile {
+    const profile: Profile = {
+      userId,
+      name: record?.name ?? "",
+      organisation: record?.organisation ?? "",
+      roles: roles.map((role) => role.name),
+      permissions,
+    };
+    if (record) {
+      profile.createdAt = record.createdAt;
+      profile.updatedAt = record.updatedAt;
+    }
+    return profile;
+  }
+}

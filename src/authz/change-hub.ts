@@ -1,0 +1,51 @@
+// One subscription to the store's change feed per process, fanned out to the cached reader and to every
+// WatchChanges stream, so a thousand watchers cost one LISTEN connection.
+
+import type { Change, ChangeListener, ChangeSubscription, Revision, Store } from "./store.ts";
+
+export class ChangeHub {
+  readonly #store: Store;
+  readonly #listeners = new Set<ChangeListener>();
+  #subscription: ChangeSubscription | undefined;
+  #interrupted: Error | undefined;
+
+  constructor(store: Store) {
+    this.#store = store;
+  }
+
+  /** Starts following every change committed from now on; returns the revision it starts after. */
+  async start(): Promise<Revision> {
+    const after = await this.#store.currentRevision();
+    this.#subscription = await this.#store.subscribe(after, {
+      onChanges: (changes: Change[]) => {
+        for (const listener of this.#listeners) listener.onChanges(changes);
+      },
+      onInterrupted: (error: Error) => {
+        this.#interrupted = error;
+        for (const listener of this.#listeners) listener.onInterrupted(error);
+      },
+      onResumed: () => {
+        this.#interrupted = undefined;
+        for (const listener of this.#listeners) listener.onResumed();
+      },
+    });
+    return after;
+  }
+
+  /** True while the feed is connected (and so changes arrive). */
+  get connected(): boolean {
+    return this.#subscription !== undefined && this.#interrupted === undefined;
+  }
+
+  addListener(listener: ChangeListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  async close(): Promise<void> {
+    const subscription = this.#subscription;
+    this.#subscription = undefined;
+    this.#listeners.clear();
+    await subscription?.close();
+  }
+}
