@@ -1,0 +1,242 @@
+// Live change notifications. PostgreSQL: a dedicated LISTEN connection (not from the pool) that reconnects
+// with backoff and replays what it missed from the change log. SQLite: this process's own writes poke the
+// feed after commit, and a cheap poll of the revision counter sees other processes' writes.
+
+import pg from "pg";
+import type { Change, ChangeKind, ChangeListener, ChangeSubscription, Revision } from "../authz/store.ts";
+import type { Logger } from "./logger.ts";
+
+export const CHANNEL = "flip_authz_changes";
+const CATCH_UP_BATCH = 1000;
+
+/** What a feed needs from the store. */
+export interface ChangeSource {
+  changesAfter(after: Revision, limit: number): Promise<Change[]>;
+  currentRevision(): Promise<Revision>;
+}
+
+const KINDS = new Set<string>(["user_roles", "role_permissions", "profile"]);
+
+/** `<revision>:<kind>:<user id or empty>`, as the trigger sends it; null when malformed. */
+export function parseNotification(payload: string | undefined): Change | null {
+  const [revision, kind, userId, ...rest] = (payload ?? "").split(":");
+  if (rest.length > 0 || revision === undefined || kind === undefined || userId === undefined) return null;
+  if (!/^\d+$/.test(revision) || !KINDS.has(kind)) return null;
+  return { revision: Number(revision), kind: kind as ChangeKind, userId: userId === "" ? null : userId };
+}
+
+/** Delivers changes in order, each once, from a cursor; the feeds below share it. */
+abstract class Feed implements ChangeSubscription {
+  protected lastSeen: Revision;
+  protected closed = false;
+  protected readonly source: ChangeSource;
+  protected readonly listener: ChangeListener;
+  protected readonly logger: Logger;
+  /** Serializes deliveries and catch-ups so changes leave in revision order. */
+  private queue: Promise<void> = Promise.resolve();
+
+  constructor(after: Revision, source: ChangeSource, listener: ChangeListener, logger: Logger) {
+    this.lastSeen = after;
+    this.source = source;
+    this.listener = listener;
+    this.logger = logger;
+  }
+
+  abstract close(): Promise<void>;
+
+  protected enqueue(task: () => Promise<void>): Promise<void> {
+    const next = this.queue.then(task);
+    this.queue = next.catch(() => {});
+    return next;
+  }
+
+  /** Reads and delivers everything after lastSeen; throws when the database cannot be read. */
+  protected async catchUp(): Promise<void> {
+    for (;;) {
+      if (this.closed) return;
+      const changes = await this.source.changesAfter(this.lastSeen, CATCH_UP_BATCH);
+      this.deliver(changes);
+      if (changes.length < CATCH_UP_BATCH) return;
+    }
+  }
+
+  protected deliver(changes: Change[]): void {
+    const fresh = changes.filter((change) => change.revision > this.lastSeen);
+    if (fresh.length === 0 || this.closed) return;
+    this.lastSeen = fresh[fresh.length - 1]?.revision ?? this.lastSeen;
+    try {
+      this.listener.onChanges(fresh);
+    } catch (error) {
+      this.logger.error({ err: error }, "change listener threw");
+    }
+  }
+
+  protected safely(fn: () => void): void {
+    try {
+      fn();
+    } catch (error) {
+      this.logger.error({ err: error }, "change listener threw");
+    }
+  }
+}
+
+export class PostgresFeed extends Feed {
+  private readonly url: string;
+  private client: pg.Client | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private interrupted = false;
+  private backoffMs = 100;
+
+  constructor(url: string, after: Revision, source: ChangeSource, listener: ChangeListener, logger: Logger) {
+    super(after, source, listener, logger);
+    this.url = url;
+  }
+
+  /** Connects, LISTENs, then replays from `after`; rejects when the first connection fails. */
+  async start(): Promise<void> {
+    await this.connect();
+    await this.enqueue(() => this.catchUp());
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({
+      connectionString: this.url,
+      connectionTimeoutMillis: 5_000,
+      keepAlive: true,
+    });
+    // Without a listener an 'error' from a dropped connection would crash the process.
+    client.on("error", (error) => this.lost(client, error));
+    client.on("end", () => this.lost(client, new Error("the LISTEN connection ended")));
+    client.on("notification", (message) => {
+      if (message.channel !== CHANNEL || client !== this.client) return;
+      const change = parseNotification(message.payload);
+      if (!change) {
+        this.logger.warn({ payload: message.payload }, "ignored a malformed change notification");
+        return;
+      }
+      void this.enqueue(async () => {
+        if (change.revision <= this.lastSeen) return;
+        if (change.revision === this.lastSeen + 1) this.deliver([change]);
+        else await this.catchUp(); // a gap: the log has what the notifications skipped
+      }).catch((error) => this.lost(client, error as Error));
+    });
+    this.client = client;
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANNEL}`);
+    } catch (error) {
+      this.client = null;
+      client.removeAllListeners("end");
+      await client.end().catch(() => {});
+      throw error;
+    }
+  }
+
+  private lost(client: pg.Client, error: Error): void {
+    if (this.closed || client !== this.client) return;
+    this.client = null;
+    client.removeAllListeners("end");
+    client.end().catch(() => {});
+    if (!this.interrupted) {
+      this.interrupted = true;
+      this.logger.warn({ err: error.message }, "change feed interrupted; reconnecting");
+      this.safely(() => this.listener.onInterrupted(error));
+    }
+    this.scheduleReconnect();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.retryTimer) return;
+    const delay = this.backoffMs * (0.5 + Math.random());
+    this.backoffMs = Math.min(this.backoffMs * 2, 5_000);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      void this.reconnect();
+    }, delay);
+  }
+
+  private async reconnect(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.connect();
+      await this.enqueue(() => this.catchUp());
+    } catch (error) {
+      if (this.client) {
+        const client = this.client;
+        this.client = null;
+        client.removeAllListeners("end");
+        await client.end().catch(() => {});
+      }
+      this.logger.warn({ err: (error as Error).message }, "change feed reconnect failed");
+      this.scheduleReconnect();
+      return;
+    }
+    if (this.closed) return;
+    this.backoffMs = 100;
+    this.interrupted = false;
+    this.logger.info({ revision: this.lastSeen }, "change feed resumed");
+    this.safely(() => this.listener.onResumed());
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    this.retryTimer = null;
+    const client = this.client;
+    this.client = null;
+    if (client) {
+      client.removeAllListeners("end");
+      await client.end().catch(() => {});
+    }
+  }
+}
+
+export class PollingFeed extends Feed {
+  private timer: NodeJS.Timeout | null = null;
+  private interrupted = false;
+  private readonly onClose: (feed: PollingFeed) => void;
+
+  constructor(
+    after: Revision,
+    source: ChangeSource,
+    listener: ChangeListener,
+    logger: Logger,
+    intervalMs: number,
+    onClose: (feed: PollingFeed) => void,
+  ) {
+    super(after, source, listener, logger);
+    this.onClose = onClose;
+    this.timer = setInterval(() => void this.poke(), intervalMs);
+    this.timer.unref();
+  }
+
+  async start(): Promise<void> {
+    await this.enqueue(() => this.catchUp());
+  }
+
+  /** Checks for new revisions now (after a local commit, or on the poll timer). */
+  poke(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.closed) return;
+      try {
+        if ((await this.source.currentRevision()) > this.lastSeen) await this.catchUp();
+        if (this.interrupted) {
+          this.interrupted = false;
+          this.safely(() => this.listener.onResumed());
+        }
+      } catch (error) {
+        if (!this.interrupted && !this.closed) {
+          this.interrupted = true;
+          this.safely(() => this.listener.onInterrupted(error as Error));
+        }
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearInterval(this.timer);
+    this.timer = null;
+    this.onClose(this);
+  }
+}

@@ -1,0 +1,160 @@
+// The first migration: FLIP's six tables (adopted when FLIP already created them), our indexes, and the
+// change log with its revision counter and triggers. Every statement is guarded so it is safe on a database
+// FLIP's own DDL created: nothing is renamed, retyped or dropped, no row is touched.
+
+import { Migration } from "@mikro-orm/migrations";
+import { BasePostgreSqlPlatform } from "@mikro-orm/sql";
+
+/** Tables whose writes are logged, with the change kind and whether rows carry a user_id. */
+const LOGGED = [
+  { table: "user_role", kind: "user_roles", perUser: true },
+  { table: "user_profile", kind: "profile", perUser: true },
+  { table: "role_permission", kind: "role_permissions", perUser: false },
+  { table: "roles", kind: "role_permissions", perUser: false },
+  { table: "permission", kind: "role_permissions", perUser: false },
+] as const;
+
+const INDEXES = [
+  `CREATE INDEX IF NOT EXISTS users_audit_timestamp_id_idx ON users_audit ("timestamp", id)`,
+  `CREATE INDEX IF NOT EXISTS users_audit_user_id_timestamp_id_idx ON users_audit (user_id, "timestamp", id)`,
+  `CREATE INDEX IF NOT EXISTS user_role_role_id_idx ON user_role (role_id)`,
+  `CREATE INDEX IF NOT EXISTS role_permission_role_id_idx ON role_permission (role_id)`,
+];
+
+export class Migration20261130FlipSchema extends Migration {
+  override name = "20261130-flip-schema";
+
+  override up(): void {
+    if (this.driver.getPlatform() instanceof BasePostgreSqlPlatform) this.postgres();
+    else this.sqlite();
+  }
+
+  private postgres(): void {
+    // FLIP's DDL verbatim, made conditional.
+    this.addSql(`CREATE TABLE IF NOT EXISTS permission (id UUID NOT NULL, permission_name VARCHAR NOT NULL,
+      permission_description VARCHAR NOT NULL, CONSTRAINT permission_pkey PRIMARY KEY (id))`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS roles (id UUID NOT NULL, name VARCHAR NOT NULL, description VARCHAR NOT NULL,
+      created_at TIMESTAMP WITH TIME ZONE NOT NULL, updated_at TIMESTAMP WITH TIME ZONE NOT NULL,
+      CONSTRAINT roles_pkey PRIMARY KEY (id), CONSTRAINT roles_name_key UNIQUE (name))`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS user_profile (user_id UUID NOT NULL, name VARCHAR(255) NOT NULL,
+      organisation VARCHAR(255) NOT NULL, created_at TIMESTAMP WITH TIME ZONE NOT NULL,
+      updated_at TIMESTAMP WITH TIME ZONE NOT NULL, CONSTRAINT user_profile_pkey PRIMARY KEY (user_id))`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS users_audit (id UUID NOT NULL, action VARCHAR NOT NULL, user_id UUID NOT NULL,
+      modified_by_user_id UUID NOT NULL, "timestamp" TIMESTAMP WITH TIME ZONE NOT NULL,
+      CONSTRAINT users_audit_pkey PRIMARY KEY (id))`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS role_permission (id UUID NOT NULL, role_id UUID NOT NULL, permission_id UUID NOT NULL,
+      CONSTRAINT role_permission_pkey PRIMARY KEY (id),
+      CONSTRAINT role_permission_permission_id_fkey FOREIGN KEY (permission_id) REFERENCES permission (id) ON DELETE CASCADE,
+      CONSTRAINT role_permission_role_id_fkey FOREIGN KEY (role_id) REFERENCES roles (id) ON DELETE CASCADE)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS user_role (user_id UUID NOT NULL, role_id UUID NOT NULL,
+      CONSTRAINT user_role_pkey PRIMARY KEY (user_id, role_id),
+      CONSTRAINT user_role_role_id_fkey FOREIGN KEY (role_id) REFERENCES roles (id))`);
+    for (const sql of INDEXES) this.addSql(sql);
+
+    this.addSql(`CREATE TABLE IF NOT EXISTS authz_revision (id integer NOT NULL PRIMARY KEY CHECK (id = 1),
+      revision bigint NOT NULL)`);
+    this.addSql(`INSERT INTO authz_revision (id, revision) VALUES (1, 0) ON CONFLICT (id) DO NOTHING`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS authz_change_log (revision bigint NOT NULL PRIMARY KEY, kind text NOT NULL,
+      user_id uuid NULL, changed_at timestamptz NOT NULL)`);
+    // The counter UPDATE holds its row lock until commit, so a later revision is never committed before an
+    // earlier one (a sequence would hand ids out in start order, not commit order).
+    this.addSql(`CREATE OR REPLACE FUNCTION authz_record_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  change_kind text := TG_ARGV[0];
+  per_user boolean := TG_ARGV[1] = 'user';
+  users uuid[];
+  uid uuid;
+  rev bigint;
+BEGIN
+  IF NOT per_user THEN
+    users := ARRAY[NULL::uuid];
+  ELSIF TG_OP = 'INSERT' THEN
+    users := ARRAY[NEW.user_id];
+  ELSIF TG_OP = 'DELETE' THEN
+    users := ARRAY[OLD.user_id];
+  ELSIF OLD.user_id IS DISTINCT FROM NEW.user_id THEN
+    users := ARRAY[OLD.user_id, NEW.user_id];
+  ELSE
+    users := ARRAY[NEW.user_id];
+  END IF;
+  FOREACH uid IN ARRAY users LOOP
+    UPDATE authz_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision INTO rev;
+    INSERT INTO authz_change_log (revision, kind, user_id, changed_at) VALUES (rev, change_kind, uid, now());
+    PERFORM pg_notify('flip_authz_changes', rev::text || ':' || change_kind || ':' || coalesce(uid::text, ''));
+  END LOOP;
+  RETURN NULL;
+END
+$fn$`);
+    for (const { table, kind, perUser } of LOGGED) {
+      const args = `'${kind}', '${perUser ? "user" : "none"}'`;
+      for (const [suffix, event, when] of [
+        ["insert", "INSERT", ""],
+        ["delete", "DELETE", ""],
+        ["update", "UPDATE", " WHEN (OLD.* IS DISTINCT FROM NEW.*)"],
+      ] as const) {
+        const trigger = `authz_${table}_${suffix}_log`;
+        this.addSql(`DROP TRIGGER IF EXISTS ${trigger} ON ${table}`);
+        this.addSql(`CREATE TRIGGER ${trigger} AFTER ${event} ON ${table} FOR EACH ROW${when}
+          EXECUTE FUNCTION authz_record_change(${args})`);
+      }
+    }
+  }
+
+  private sqlite(): void {
+    // SQLite types as MikroORM maps them: uuids as text, timestamps as `datetime` holding epoch milliseconds.
+    this.addSql(`CREATE TABLE IF NOT EXISTS permission (id text NOT NULL PRIMARY KEY, permission_name text NOT NULL,
+      permission_description text NOT NULL)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS roles (id text NOT NULL PRIMARY KEY, name text NOT NULL UNIQUE,
+      description text NOT NULL, created_at datetime NOT NULL, updated_at datetime NOT NULL)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS user_profile (user_id text NOT NULL PRIMARY KEY, name text NOT NULL,
+      organisation text NOT NULL, created_at datetime NOT NULL, updated_at datetime NOT NULL)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS users_audit (id text NOT NULL PRIMARY KEY, action text NOT NULL,
+      user_id text NOT NULL, modified_by_user_id text NOT NULL, "timestamp" datetime NOT NULL)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS role_permission (id text NOT NULL PRIMARY KEY,
+      role_id text NOT NULL REFERENCES roles (id) ON DELETE CASCADE,
+      permission_id text NOT NULL REFERENCES permission (id) ON DELETE CASCADE)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS user_role (user_id text NOT NULL, role_id text NOT NULL REFERENCES roles (id),
+      PRIMARY KEY (user_id, role_id))`);
+    for (const sql of INDEXES) this.addSql(sql);
+
+    this.addSql(`CREATE TABLE IF NOT EXISTS authz_revision (id integer NOT NULL PRIMARY KEY CHECK (id = 1),
+      revision integer NOT NULL)`);
+    this.addSql(`INSERT OR IGNORE INTO authz_revision (id, revision) VALUES (1, 0)`);
+    this.addSql(`CREATE TABLE IF NOT EXISTS authz_change_log (revision integer NOT NULL PRIMARY KEY, kind text NOT NULL,
+      user_id text NULL, changed_at datetime NOT NULL)`);
+    // SQLite has one writer at a time, so bumping the counter inside the writing transaction is enough.
+    const nowMs = `CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)`;
+    const log = (kind: string, user: string) => `
+      UPDATE authz_revision SET revision = revision + 1 WHERE id = 1;
+      INSERT INTO authz_change_log (revision, kind, user_id, changed_at)
+        SELECT revision, '${kind}', ${user}, ${nowMs} FROM authz_revision WHERE id = 1;`;
+    for (const { table, kind, perUser } of LOGGED) {
+      const user = (row: "NEW" | "OLD") => (perUser ? `${row}.user_id` : "NULL");
+      this.addSql(`CREATE TRIGGER IF NOT EXISTS authz_${table}_insert_log AFTER INSERT ON ${table}
+        BEGIN ${log(kind, user("NEW"))} END`);
+      this.addSql(`CREATE TRIGGER IF NOT EXISTS authz_${table}_delete_log AFTER DELETE ON ${table}
+        BEGIN ${log(kind, user("OLD"))} END`);
+      // Only real changes count; a row moved to another user logs the user it left too.
+      this.addSql(`CREATE TRIGGER IF NOT EXISTS authz_${table}_update_log AFTER UPDATE ON ${table}
+        WHEN ${changedCondition(table)}
+        BEGIN ${log(kind, user("NEW"))} END`);
+      if (perUser) {
+        this.addSql(`CREATE TRIGGER IF NOT EXISTS authz_${table}_move_log AFTER UPDATE ON ${table}
+          WHEN OLD.user_id IS NOT NEW.user_id
+          BEGIN ${log(kind, "OLD.user_id")} END`);
+      }
+    }
+  }
+}
+
+const COLUMNS: Record<string, string[]> = {
+  user_role: ["user_id", "role_id"],
+  user_profile: ["user_id", "name", "organisation", "created_at", "updated_at"],
+  role_permission: ["id", "role_id", "permission_id"],
+  roles: ["id", "name", "description", "created_at", "updated_at"],
+  permission: ["id", "permission_name", "permission_description"],
+};
+
+function changedCondition(table: string): string {
+  return (COLUMNS[table] ?? []).map((column) => `OLD.${column} IS NOT NEW.${column}`).join(" OR ");
+}

@@ -1,0 +1,112 @@
+// Builds the MikroORM instance for a DatabaseConfig (PostgreSQL or SQLite) with the committed migrations,
+// and the few per-platform SQL differences the store's raw queries need.
+
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { MikroORM, type Options } from "@mikro-orm/core";
+import { Migrator } from "@mikro-orm/migrations";
+import { PostgreSqlDriver } from "@mikro-orm/postgresql";
+import type { SqlEntityManager } from "@mikro-orm/sql";
+import { SqliteDriver } from "@mikro-orm/sqlite";
+import type pg from "pg";
+import type { DatabaseConfig } from "../config.ts";
+import { ENTITIES } from "./entities.ts";
+import type { Logger } from "./logger.ts";
+import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.ts";
+
+export const MIGRATIONS = [Migration20261130FlipSchema];
+
+/** The per-platform pieces of SQL and value conversions used by the store's raw queries. */
+export interface Dialect {
+  kind: "postgres" | "sqlite";
+  /** A Date as a query parameter for a timestamp column. */
+  timestamp(date: Date): string | number;
+  /** SELECT expression giving a timestamp column as epoch milliseconds (a number). */
+  millis(column: string): string;
+}
+
+const postgresDialect: Dialect = {
+  kind: "postgres",
+  timestamp: (date) => date.toISOString(),
+  millis: (column) => `floor(extract(epoch from ${column}) * 1000)::float8`,
+};
+
+const sqliteDialect: Dialect = {
+  kind: "sqlite",
+  timestamp: (date) => date.getTime(),
+  millis: (column) => column,
+};
+
+/** Epoch milliseconds (as a number, numeric string or ISO string) as a Date. */
+export function toDate(value: unknown): Date {
+  if (value instanceof Date) return value;
+  if (typeof value === "number") return new Date(value);
+  if (typeof value === "bigint") return new Date(Number(value));
+  if (typeof value === "string")
+    return /^-?\d+(\.\d+)?$/.test(value) ? new Date(Number(value)) : new Date(value);
+  return new Date(Number.NaN);
+}
+
+export interface Orm {
+  orm: MikroORM;
+  dialect: Dialect;
+  /** A fresh EntityManager fork: one per operation. */
+  em(): SqlEntityManager;
+}
+
+export async function createOrm(database: DatabaseConfig, logger: Logger): Promise<Orm> {
+  const common = {
+    entities: [...ENTITIES],
+    extensions: [Migrator],
+    ensureDatabase: false,
+    debug: false,
+    migrations: {
+      migrationsList: MIGRATIONS,
+      tableName: "authz_migrations",
+      transactional: true,
+      allOrNothing: true,
+      snapshot: false,
+      snapshotOnMigrate: false,
+      silent: true,
+    },
+    // The ORM's own messages go to our logger, never to stdout.
+    loggerFactory: () => ({
+      log: () => {},
+      error: (_namespace: string, message: string) => logger.error({ source: "mikro-orm" }, message),
+      warn: (_namespace: string, message: string) => logger.warn({ source: "mikro-orm" }, message),
+      logQuery: () => {},
+      setDebugMode: () => {},
+      isEnabled: () => false,
+    }),
+  } satisfies Partial<Options>;
+
+  if (database.kind === "postgres") {
+    const orm = await MikroORM.init({
+      ...common,
+      driver: PostgreSqlDriver,
+      clientUrl: database.url,
+      pool: { min: 0, max: 10, idleTimeoutMillis: 30_000 },
+      driverOptions: {
+        connectionTimeoutMillis: 5_000,
+        // MikroORM already listens on the pool and on checked-out clients; this keeps a log line of ours.
+        onPoolCreated: (pool: pg.Pool) => {
+          pool.on("error", (error) => logger.warn({ err: error.message }, "PostgreSQL idle connection lost"));
+        },
+      },
+    });
+    return { orm, dialect: postgresDialect, em: () => orm.em.fork() as SqlEntityManager };
+  }
+
+  const memory = database.path === ":memory:";
+  if (!memory) mkdirSync(dirname(database.path), { recursive: true });
+  const orm = await MikroORM.init({ ...common, driver: SqliteDriver, dbName: database.path });
+  const em = orm.em.fork() as SqlEntityManager;
+  if (!memory) {
+    // WAL lets readers (other processes, the CLI) run beside the writer; busy_timeout waits for the lock
+    // instead of failing at once.
+    await em.execute("pragma journal_mode = wal");
+    await em.execute("pragma busy_timeout = 5000");
+  }
+  await em.execute("pragma foreign_keys = on");
+  return { orm, dialect: sqliteDialect, em: () => orm.em.fork() as SqlEntityManager };
+}
