@@ -65,7 +65,8 @@ export async function authorize(
   targetUserIds: readonly string[],
   canManageUsers: CanManageUsers,
 ): Promise<string> {
-  const rule = RULES[method] as Rule | undefined;
+  // Own properties only: "toString" or "constructor" must not find a rule on the prototype.
+  const rule = Object.hasOwn(RULES, method) ? RULES[method] : undefined;
   if (rule === undefined) throw new PermissionDeniedError(`${String(method)} is not a known method`);
   switch (caller.kind) {
     case "anonymous":
