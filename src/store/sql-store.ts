@@ -509,6 +509,11 @@ class SqlStore implements Store {
     };
   }
 
+  /** See storeSql. */
+  rawSql(sql: string, params: unknown[]): Promise<Row[]> {
+    return this.orm.em().execute<Row[]>(sql, params);
+  }
+
   async ping(): Promise<void> {
     await this.read("ping", (em) => em.execute("SELECT 1"));
   }
@@ -520,4 +525,13 @@ class SqlStore implements Store {
     this.feeds.clear();
     await this.orm.orm.close(true);
   }
+}
+
+/**
+ * Runs one SQL statement (`?` placeholders) on a store's own connection: for tests and diagnostics that must
+ * see what the store sees (a SQLite `:memory:` database has no other way in). Not part of the Store contract.
+ */
+export async function storeSql(store: Store, sql: string, params: unknown[] = []): Promise<Row[]> {
+  if (!(store instanceof SqlStore)) throw new Error("not a store opened by openStore");
+  return store.rawSql(sql, params);
 }
