@@ -3,12 +3,12 @@
 import { readFileSync } from "node:fs";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
-import type { Config } from "../config.ts";
 import {
   HealthCheckRequestSchema,
   HealthCheckResponse_ServingStatus,
   HealthCheckResponseSchema,
 } from "../../gen/grpc/health/v1/health_pb.ts";
+import type { Config } from "../config.ts";
 
 /** The address a local client dials for a listener: a wildcard bind is reached on loopback. */
 export function localTarget(host: string, port: number): string {
@@ -39,7 +39,9 @@ export function probeHealth(config: Config, timeoutMs = 3000): Promise<string> {
         client.close();
         if (error || !response) reject(new Error(`${target}: ${error?.details || "no answer"}`));
         else {
-          const name = Object.entries(HealthCheckResponse_ServingStatus).find(([, v]) => v === response.status)?.[0];
+          const name = Object.entries(HealthCheckResponse_ServingStatus).find(
+            ([, v]) => v === response.status,
+          )?.[0];
           resolve(name ?? String(response.status));
         }
       },

@@ -1,0 +1,166 @@
+// The HTTP listener (node:http, HTTP/1.1): the same ServiceImpl over the Connect protocol (JSON and binary)
+// and gRPC-Web via connect-node, plus the operator endpoints GET /healthz, /readyz and /metrics.
+
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import type { DescService } from "@bufbuild/protobuf";
+import type { Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { HealthState } from "./health.ts";
+import type { RpcMetrics } from "./metrics.ts";
+import { type CallHook, codeName, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
+
+export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
+
+export interface HttpServiceOptions<S extends DescService> {
+  service: S;
+  impl: Partial<ServiceImpl<S>>;
+  health: HealthState;
+  metrics: RpcMetrics;
+  logger: ServerLogger;
+  /** Connect interceptors (e.g. auth), run inside the one that records metrics and hides unexpected errors. */
+  interceptors?: Interceptor[];
+  /** Largest request body; a bigger one is refused with RESOURCE_EXHAUSTED. Default 1 MiB. */
+  readMaxBytes?: number;
+  /** When aborted, connect-node aborts the handler signals of calls still open (used at the end of a drain). */
+  shutdownSignal?: AbortSignal;
+  /**
+   * When aborted (a drain starts), open streaming calls see their signal abort and end with UNAVAILABLE,
+   * so endless streams do not hold up a graceful shutdown; unary calls run to completion.
+   */
+  streamShutdownSignal?: AbortSignal;
+}
+
+/** The request listener: operator endpoints first, then every Connect / gRPC-Web route of `service`. */
+export function createHttpHandler<S extends DescService>(
+  options: HttpServiceOptions<S>,
+): (request: IncomingMessage, response: ServerResponse) => void {
+  const rpc = connectNodeAdapter({
+    routes: (router) => {
+      router.service(options.service, options.impl);
+    },
+    interceptors: [
+      outcomeInterceptor(options.logger, options.metrics.record, options.streamShutdownSignal),
+      ...(options.interceptors ?? []),
+    ],
+    readMaxBytes: options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
+    shutdownSignal: options.shutdownSignal,
+    connect: true,
+    grpcWeb: true,
+    grpc: true,
+  });
+  return (request, response) => {
+    const path = (request.url ?? "/").split("?", 1)[0];
+    if (request.method === "GET" || request.method === "HEAD") {
+      if (path === "/healthz") return text(response, 200, "ok\n");
+      if (path === "/readyz") {
+        return options.health.isServing()
+          ? text(response, 200, "ready\n")
+          : text(response, 503, "not ready\n");
+      }
+      if (path === "/metrics") {
+        options.metrics.registry.metrics().then(
+          (body) => text(response, 200, body, options.metrics.registry.contentType),
+          (error: unknown) => {
+            options.logger.error({ err: error }, "collecting metrics failed");
+            text(response, 500, "internal error\n");
+          },
+        );
+        return;
+      }
+    }
+    rpc(request, response);
+  };
+}
+
+/** A node:http server for the handler (HTTP/1.1; cleartext h2c would need preface sniffing, see NOTES.md). */
+export function createHttpServer<S extends DescService>(options: HttpServiceOptions<S>): Server {
+  const server = createServer(createHttpHandler(options));
+  server.on("clientError", (error, socket) => {
+    // Malformed HTTP: answer 400 instead of leaving the socket hanging.
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+    else socket.destroy(error);
+  });
+  return server;
+}
+
+function text(
+  response: ServerResponse,
+  status: number,
+  body: string,
+  contentType = "text/plain; charset=utf-8",
+) {
+  response.writeHead(status, { "content-type": contentType, "cache-control": "no-store" });
+  response.end(body);
+}
+
+function transportOf(contentType: string | null): Transport {
+  if (contentType?.startsWith("application/grpc-web")) return "grpc-web";
+  if (contentType?.startsWith("application/grpc")) return "grpc";
+  return "connect";
+}
+
+/**
+ * Outermost interceptor: records each call for metrics and turns anything but a ConnectError into INTERNAL
+ * "internal error" (connect-node would otherwise send the thrown error's own message to the client).
+ */
+function outcomeInterceptor(
+  logger: ServerLogger,
+  onCallEnd: CallHook,
+  streamShutdown?: AbortSignal,
+): Interceptor {
+  return (next) => async (original) => {
+    const request =
+      original.stream && streamShutdown
+        ? { ...original, signal: AbortSignal.any([original.signal, streamShutdown]) }
+        : original;
+    const started = performance.now();
+    const method = `${request.service.typeName}/${request.method.name}`;
+    const transport = transportOf(request.header.get("content-type"));
+    const record = (code: number) => {
+      try {
+        onCallEnd({ transport, method, code, seconds: (performance.now() - started) / 1000 });
+      } catch (error) {
+        logger.warn({ err: error, method, code: codeName(code) }, "call hook failed");
+      }
+    };
+    let response: Awaited<ReturnType<typeof next>>;
+    try {
+      response = await next(request);
+    } catch (reason) {
+      const error = toPublicError(reason, logger, method);
+      record(error.code);
+      throw error;
+    }
+    if (!response.stream) {
+      record(0);
+      return response;
+    }
+    return {
+      ...response,
+      message: guardStream(response, logger, method, record, streamShutdown),
+    } as StreamResponse;
+  };
+}
+
+async function* guardStream(
+  response: StreamResponse,
+  logger: ServerLogger,
+  method: string,
+  record: (code: number) => void,
+  streamShutdown: AbortSignal | undefined,
+): AsyncIterable<unknown> {
+  let code: number | undefined;
+  try {
+    yield* response.message;
+    if (streamShutdown?.aborted) throw new ConnectError("the server is shutting down", Code.Unavailable);
+    code = 0;
+  } catch (reason) {
+    const error = toPublicError(reason, logger, method);
+    code = error.code;
+    throw error;
+  } finally {
+    // Stopped from outside (client gone): recorded as CANCELLED.
+    record(code ?? 1);
+  }
+}

@@ -1,0 +1,146 @@
+// Starts both listeners for one service (gRPC on grpc-js; Connect + gRPC-Web + operator endpoints on
+// node:http) and shuts them down gracefully: NOT_SERVING first, stop accepting, drain, then force-close.
+
+import { once } from "node:events";
+import type { Server as HttpServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { DescService } from "@bufbuild/protobuf";
+import type { Interceptor, ServiceImpl } from "@connectrpc/connect";
+import type * as grpc from "@grpc/grpc-js";
+import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
+import { addGrpcService, bindGrpcServer, createGrpcServer } from "./grpc.ts";
+import { addHealthService, type HealthState } from "./health.ts";
+import { createHttpServer } from "./http.ts";
+import { createRpcMetrics, type RpcMetrics } from "./metrics.ts";
+import type { ServerLogger } from "./outcome.ts";
+import { addReflectionService, REFLECTION_SERVICES } from "./reflection.ts";
+
+export interface ServersOptions<S extends DescService> {
+  service: S;
+  impl: Partial<ServiceImpl<S>>;
+  /** Create with createHealthState([service.typeName]); the app sets SERVING when ready. */
+  health: HealthState;
+  logger: ServerLogger;
+  /** Defaults to createRpcMetrics() (a fresh registry with Node's default metrics). */
+  metrics?: RpcMetrics;
+  /** Connect interceptors for the service on both listeners (not for health or reflection). */
+  interceptors?: Interceptor[];
+  grpc: {
+    host: string;
+    /** 0 picks a free port; the bound one is in RunningServers.grpcPort. */
+    port: number;
+    /** Default insecure (h2c). */
+    credentials?: grpc.ServerCredentials;
+    /** Default 1 MiB; larger requests get RESOURCE_EXHAUSTED. */
+    maxReceiveMessageBytes?: number;
+    channelOptions?: grpc.ServerOptions;
+  };
+  http: {
+    host: string;
+    port: number;
+    /** Default 1 MiB. */
+    readMaxBytes?: number;
+  };
+}
+
+export interface RunningServers {
+  grpcPort: number;
+  httpPort: number;
+  grpcServer: grpc.Server;
+  httpServer: HttpServer;
+  metrics: RpcMetrics;
+  /**
+   * Health NOT_SERVING, stop accepting, let in-flight unary calls finish within `graceMs`, end open
+   * streams with UNAVAILABLE, then force-close whatever is left. Resolves when both listeners are closed.
+   * Safe to call more than once (later calls wait for the first).
+   */
+  shutdown(graceMs: number): Promise<void>;
+}
+
+export async function startServers<S extends DescService>(
+  options: ServersOptions<S>,
+): Promise<RunningServers> {
+  const { logger, health } = options;
+  const metrics = options.metrics ?? createRpcMetrics();
+  const streams = new AbortController(); // drain started: streams end
+  const force = new AbortController(); // grace over: everything ends
+
+  const grpcServer = createGrpcServer({
+    maxReceiveMessageBytes: options.grpc.maxReceiveMessageBytes,
+    channelOptions: options.grpc.channelOptions,
+  });
+  const common = { logger, onCallEnd: metrics.record, shutdownSignal: streams.signal };
+  addGrpcService(grpcServer, options.service, options.impl, {
+    ...common,
+    interceptors: options.interceptors,
+  });
+  addHealthService(grpcServer, health, common);
+  addReflectionService(grpcServer, [options.service, Health, ...REFLECTION_SERVICES], common);
+
+  const httpServer = createHttpServer({
+    service: options.service,
+    impl: options.impl,
+    health,
+    metrics,
+    logger,
+    interceptors: options.interceptors,
+    readMaxBytes: options.http.readMaxBytes,
+    shutdownSignal: force.signal,
+    streamShutdownSignal: streams.signal,
+  });
+
+  let grpcPort: number;
+  try {
+    grpcPort = await bindGrpcServer(
+      grpcServer,
+      options.grpc.host,
+      options.grpc.port,
+      options.grpc.credentials,
+    );
+  } catch (error) {
+    grpcServer.forceShutdown();
+    throw error;
+  }
+  try {
+    httpServer.listen(options.http.port, options.http.host);
+    await once(httpServer, "listening");
+  } catch (error) {
+    grpcServer.forceShutdown();
+    throw error;
+  }
+  const httpPort = (httpServer.address() as AddressInfo).port;
+
+  let stopping: Promise<void> | undefined;
+  const shutdown = (graceMs: number): Promise<void> => {
+    stopping ??= (async () => {
+      health.setAll("NOT_SERVING");
+      // Let health watchers receive NOT_SERVING before their streams end.
+      await new Promise((resolve) => setTimeout(resolve, 20));
+      streams.abort();
+
+      const grpcClosed = new Promise<void>((resolve) => grpcServer.tryShutdown(() => resolve()));
+      const httpClosed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      httpServer.closeIdleConnections();
+      // Keep-alive connections that finish a request during the drain are closed as they go idle.
+      const idle = setInterval(() => httpServer.closeIdleConnections(), 50);
+      let timer: NodeJS.Timeout | undefined;
+      const expired = new Promise<"expired">((resolve) => {
+        timer = setTimeout(() => resolve("expired"), graceMs);
+      });
+      const result = await Promise.race([Promise.all([grpcClosed, httpClosed]), expired]);
+      clearTimeout(timer);
+      if (result === "expired") {
+        logger.warn({ graceMs }, "shutdown grace period over: closing the calls still open");
+        force.abort();
+        grpcServer.forceShutdown();
+        httpServer.closeAllConnections();
+        // forceShutdown returns with grpc-js shut down; its tryShutdown callback need not fire after it.
+        await httpClosed;
+      }
+      clearInterval(idle);
+    })();
+    return stopping;
+  };
+
+  return { grpcPort, httpPort, grpcServer, httpServer, metrics, shutdown };
+}

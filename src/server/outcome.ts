@@ -1,0 +1,62 @@
+// What every transport shares about the end of a call: the logger it reports to, the record a metrics hook
+// receives, and the one rule that turns anything thrown by a handler into the status a client may see.
+
+import { Code, ConnectError } from "@connectrpc/connect";
+
+/** The part of a pino logger the transports use; a pino Logger satisfies it. */
+export interface ServerLogger {
+  error(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+}
+
+export type Transport = "grpc" | "connect" | "grpc-web";
+
+/** One finished call, as a metrics hook sees it. `code` is 0 for OK, else the gRPC status code. */
+export interface CallRecord {
+  transport: Transport;
+  /** "<package>.<Service>/<Method>", e.g. "flip.authz.v1.AuthzService/CheckPermission". */
+  method: string;
+  code: number;
+  seconds: number;
+}
+
+export type CallHook = (record: CallRecord) => void;
+
+export const INTERNAL_MESSAGE = "internal error";
+
+const CODE_NAMES: Record<number, string> = {
+  0: "OK",
+  1: "CANCELLED",
+  2: "UNKNOWN",
+  3: "INVALID_ARGUMENT",
+  4: "DEADLINE_EXCEEDED",
+  5: "NOT_FOUND",
+  6: "ALREADY_EXISTS",
+  7: "PERMISSION_DENIED",
+  8: "RESOURCE_EXHAUSTED",
+  9: "FAILED_PRECONDITION",
+  10: "ABORTED",
+  11: "OUT_OF_RANGE",
+  12: "UNIMPLEMENTED",
+  13: "INTERNAL",
+  14: "UNAVAILABLE",
+  15: "DATA_LOSS",
+  16: "UNAUTHENTICATED",
+};
+
+/** The canonical gRPC name of a status code ("OK", "NOT_FOUND", …), for metric labels and logs. */
+export function codeName(code: number): string {
+  return CODE_NAMES[code] ?? `CODE_${code}`;
+}
+
+/**
+ * A ConnectError passes through unchanged (src/rpc already chose its code and message). Anything else is a
+ * bug or an unmapped failure: the client gets INTERNAL "internal error" and the cause goes to the log only,
+ * so SQL, stack traces or secrets never leave the process.
+ */
+export function toPublicError(reason: unknown, logger: ServerLogger, method: string): ConnectError {
+  if (reason instanceof ConnectError) return reason;
+  logger.error({ err: reason, method }, "unexpected error in RPC handler");
+  return new ConnectError(INTERNAL_MESSAGE, Code.Internal);
+}
