@@ -57,7 +57,7 @@ describe("gRPC listener (grpc-js)", () => {
     expect(error.details).toBe("internal error");
     expect(JSON.stringify(error.metadata.toJSON())).not.toContain("secret");
     const logged = f.logs.find((entry) => entry.level === "error");
-    expect(String((logged?.obj as { err: Error }).err.message)).toContain("secret");
+    expect(String((logged?.obj as { err?: Error } | undefined)?.err?.message)).toContain("secret");
   });
 
   it("answers UNIMPLEMENTED for a method the implementation leaves out", async () => {
