@@ -23,6 +23,10 @@ const CONNECTION_CODES = new Set([
   "57P02", // crash_shutdown
   "57P03", // cannot_connect_now (starting up)
   "53300", // too_many_connections
+  "57014", // query_canceled (statement_timeout)
+  "3D000", // the database does not exist (dropped, or a wrong URL)
+  "28000", // invalid authorization
+  "28P01", // wrong password
 ]);
 
 const CONNECTION_MESSAGES = [
