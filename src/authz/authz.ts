@@ -136,7 +136,8 @@ export class Authz {
     const consistency = consistencyOf(input, prefix);
     const view = await this.#reader.user(userId, consistency);
     const permission = view.index.resolvePermission(permissionRef);
-    if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${JSON.stringify(permissionRef)}`);
+    if (!permission)
+      throw new NotFoundError(`${prefix}permission: no permission ${JSON.stringify(permissionRef)}`);
     const grantedBy = view.index.grantedBy(view.roles, permission.id);
     return { allowed: grantedBy.length > 0, grantedBy, checkedAt: formatRevision(view.revision) };
   }
@@ -144,7 +145,10 @@ export class Authz {
   /** Validates every check before running any, so a bad batch fails as a whole. */
   async checkPermissions(checks: CheckInput[]): Promise<CheckOutput[]> {
     if (checks.length > this.maxBatch) {
-      throw new InvalidArgumentError("checks", `at most ${this.maxBatch} checks per call (got ${checks.length})`);
+      throw new InvalidArgumentError(
+        "checks",
+        `at most ${this.maxBatch} checks per call (got ${checks.length})`,
+      );
     }
     checks.forEach((check, i) => {
       parseUuid(check.userId, `checks[${i}].user_id`);
@@ -154,9 +158,9 @@ export class Authz {
     return Promise.all(checks.map((check, i) => this.checkPermission(check, `checks[${i}].`)));
   }
 
-  /** Whether the user holds the permission, from the cache: how callers' own rights are decided. */
-  async holds(userId: string, permissionName: string): Promise<boolean> {
-    const view = await this.#reader.user(userId, CACHED);
+  /** Whether the user holds the permission: how callers' own rights are decided. */
+  async holds(userId: string, permissionName: string, consistency: Consistency = CACHED): Promise<boolean> {
+    const view = await this.#reader.user(userId, consistency);
     const permission = view.index.resolvePermission(permissionName);
     return permission !== undefined && view.index.grantedBy(view.roles, permission.id).length > 0;
   }
@@ -185,7 +189,10 @@ export class Authz {
 
   async getProfile(userIdInput: string): Promise<Profile> {
     const userId = parseUuid(userIdInput, "user_id");
-    const [record, view] = await Promise.all([this.#store.getProfile(userId), this.#reader.user(userId, CACHED)]);
+    const [record, view] = await Promise.all([
+      this.#store.getProfile(userId),
+      this.#reader.user(userId, CACHED),
+    ]);
     if (!record && view.roles.length === 0) throw new NotFoundError(`user_id: no user ${userId}`);
     return this.#profile(userId, record, view.roles, view.index.effectivePermissions(view.roles));
   }
@@ -225,10 +232,17 @@ export class Authz {
     return index.permissions;
   }
 
-  async listAuditEvents(input: { userId: string; pageSize: number; pageToken: string }): Promise<AuditPageOutput> {
+  async listAuditEvents(input: {
+    userId: string;
+    pageSize: number;
+    pageToken: string;
+  }): Promise<AuditPageOutput> {
     const userId = input.userId === "" ? undefined : parseUuid(input.userId, "user_id");
     if (input.pageSize < 0 || input.pageSize > MAX_PAGE_SIZE) {
-      throw new InvalidArgumentError("page_size", `must be between 1 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE})`);
+      throw new InvalidArgumentError(
+        "page_size",
+        `must be between 1 and ${MAX_PAGE_SIZE} (0 means ${DEFAULT_PAGE_SIZE})`,
+      );
     }
     const before = decodeCursor(input.pageToken);
     const page = await this.#store.listAudit({
@@ -289,7 +303,11 @@ export class Authz {
             for (const change of changes) {
               if (signal.aborted) return;
               cursor = change.revision;
-              yield { revision: formatRevision(change.revision), kind: change.kind, userId: change.userId ?? "" };
+              yield {
+                revision: formatRevision(change.revision),
+                kind: change.kind,
+                userId: change.userId ?? "",
+              };
             }
             if (changes.length < 500) break;
           }
@@ -334,7 +352,12 @@ export class Authz {
     };
   }
 
-  #profile(userId: string, record: ProfileRecord | null, roles: IndexedRole[], permissions: string[]): Profile {
+  #profile(
+    userId: string,
+    record: ProfileRecord | null,
+    roles: IndexedRole[],
+    permissions: string[],
+  ): Profile {
     const profile: Profile = {
       userId,
       name: record?.name ?? "",
