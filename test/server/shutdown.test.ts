@@ -1,0 +1,72 @@
+// Graceful shutdown over real sockets: NOT_SERVING first, in-flight calls finish, streams end UNAVAILABLE,
+// new connections are refused, and the grace period bounds how long anything can hold the process.
+
+import { createClient } from "@connectrpc/connect";
+import { createConnectTransport } from "@connectrpc/connect-node";
+import * as grpc from "@grpc/grpc-js";
+import { describe, expect, it } from "vitest";
+import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { collect, serverStream, startFixture, unary, until } from "./fixture.ts";
+
+const m = AuthzService.method;
+
+describe("shutdown", () => {
+  it("lets in-flight calls on both listeners finish, ends streams with UNAVAILABLE, then refuses", async () => {
+    const f = await startFixture();
+    const http = createClient(
+      AuthzService,
+      createConnectTransport({ baseUrl: f.httpBase, httpVersion: "1.1" }),
+    );
+    await http.listRoles({}); // a keep-alive connection that must not hold the close
+    const stream = serverStream(f.client, m.watchChanges, { after: "endless" });
+    const streamed = collect(stream);
+    await new Promise<void>((resolve) => stream.once("data", () => resolve()));
+
+    const slowGrpc = unary(f.client, m.updateProfile, { userId: "g", name: "n" });
+    const slowHttp = http.updateProfile({ userId: "h", name: "n" });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    const started = Date.now();
+    const stopped = f.servers.shutdown(5000);
+    expect(f.health.isServing()).toBe(false);
+
+    expect((await slowGrpc).profile?.userId).toBe("g");
+    expect((await slowHttp).profile?.userId).toBe("h");
+    const { error } = await streamed;
+    expect(error?.code).toBe(grpc.status.UNAVAILABLE);
+    expect(error?.details).toBe("the server is shutting down");
+    await stopped;
+    expect(Date.now() - started).toBeLessThan(2000);
+    expect(f.probe.completedSlow).toBe(2);
+    await until(() => f.probe.streamFinished === 1);
+
+    const refused = await fetch(`${f.httpBase}/healthz`).catch((e: unknown) => e);
+    expect(refused).toBeInstanceOf(Error);
+    const late = new grpc.Client(f.grpcTarget, grpc.credentials.createInsecure());
+    const lateError = await unary(late, m.listRoles, {}, { deadlineMs: 500 }).catch((e) => e);
+    expect([grpc.status.UNAVAILABLE, grpc.status.DEADLINE_EXCEEDED]).toContain(lateError.code);
+    late.close();
+    f.client.close();
+  });
+
+  it("force-closes calls still running when the grace period ends", async () => {
+    const f = await startFixture();
+    const stuck = unary(f.client, m.checkPermission, { userId: "sleep:10000" }).catch((e) => e);
+    const stuckHttp = fetch(`${f.httpBase}/flip.authz.v1.AuthzService/CheckPermission`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ userId: "sleep:10000" }),
+    }).then(
+      (response) => response.status,
+      (e: unknown) => e,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const started = Date.now();
+    await f.servers.shutdown(200);
+    expect(Date.now() - started).toBeLessThan(1500);
+    const stuckError = await stuck;
+    expect([grpc.status.CANCELLED, grpc.status.UNAVAILABLE]).toContain(stuckError.code);
+    expect(await stuckHttp).not.toBe(200);
+    expect(f.logs.some((entry) => entry.level === "warn" && entry.msg?.includes("grace period"))).toBe(true);
+    f.client.close();
+  });
+});
