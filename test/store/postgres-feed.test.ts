@@ -9,7 +9,6 @@ import type { Store } from "../../src/authz/store.ts";
 import { openStore, storeSql } from "../../src/store/index.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
 import { recorder } from "./conformance.ts";
-import { withPg } from "./fixtures.ts";
 
 const VIEWER_ID = "cdee79c9-a5e1-4b9e-a315-1ec2f3d29efe";
 
