@@ -159,7 +159,10 @@ function unaryHandler(
           record(options, name, call.cancelled ? Code.Canceled : 0, started);
         },
         (reason: unknown) => {
-          const error = toPublicError(reason, options.logger, name);
+          // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
+          const error = context.signal.aborted
+            ? abortReason(context.signal)
+            : toPublicError(reason, options.logger, name);
           callback(toStatus(error, context));
           record(options, name, call.cancelled ? Code.Canceled : error.code, started);
         },

@@ -6,6 +6,10 @@ import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import {
+  Health,
+  HealthCheckResponse_ServingStatus as HealthStatus,
+} from "../../gen/grpc/health/v1/health_pb.ts";
 import { collect, serverStream, startFixture, unary, until } from "./fixture.ts";
 
 const m = AuthzService.method;
@@ -22,6 +26,12 @@ describe("shutdown", () => {
     const streamed = collect(stream);
     await new Promise<void>((resolve) => stream.once("data", () => resolve()));
 
+    const watched: number[] = [];
+    const watch = serverStream(f.client, Health.method.watch, { service: "" });
+    watch.on("data", (message: { status: number }) => watched.push(message.status));
+    const watchEnded = collect(watch);
+    await until(() => watched.length === 1);
+
     const slowGrpc = unary(f.client, m.updateProfile, { userId: "g", name: "n" });
     const slowHttp = http.updateProfile({ userId: "h", name: "n" });
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -35,6 +45,9 @@ describe("shutdown", () => {
     expect(error?.code).toBe(grpc.status.UNAVAILABLE);
     expect(error?.details).toBe("the server is shutting down");
     await stopped;
+    // Health watchers learn NOT_SERVING before their stream ends.
+    expect(watched).toEqual([HealthStatus.SERVING, HealthStatus.NOT_SERVING]);
+    expect((await watchEnded).error?.code).toBe(grpc.status.UNAVAILABLE);
     expect(Date.now() - started).toBeLessThan(2000);
     expect(f.probe.completedSlow).toBe(2);
     await until(() => f.probe.streamFinished === 1);
