@@ -11,7 +11,16 @@ export function createLogger(level: Config["logLevel"], destination?: pino.Desti
       level,
       base: { service: "flip-authz" },
       redact: {
-        paths: ["authorization", "*.authorization", "headers.authorization", "*.headers.authorization", "password", "*.password", "token", "*.token"],
+        paths: [
+          "authorization",
+          "*.authorization",
+          "headers.authorization",
+          "*.headers.authorization",
+          "password",
+          "*.password",
+          "token",
+          "*.token",
+        ],
         censor: "[redacted]",
       },
       serializers: { err: pino.stdSerializers.err },

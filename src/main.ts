@@ -1,13 +1,14 @@
 // Entry: parse the command line and hand over to a command (bin/flip-authz.js has checked the Node version).
 
 import { NIL_UUID } from "./authz/ids.ts";
-import { describeFailure, helpText, parseOptions, UsageError, type CommandSpec } from "./cli/commands.ts";
+import { type CommandSpec, describeFailure, helpText, parseOptions, UsageError } from "./cli/commands.ts";
 import { loadConfig } from "./config.ts";
 
 const COMMANDS: Record<string, CommandSpec> = {
   serve: {
     name: "serve",
-    summary: "Run the service: gRPC on AUTHZ_GRPC_LISTEN, Connect/HTTP on AUTHZ_HTTP_LISTEN (the default command).",
+    summary:
+      "Run the service: gRPC on AUTHZ_GRPC_LISTEN, Connect/HTTP on AUTHZ_HTTP_LISTEN (the default command).",
     usage: "flip-authz serve",
     options: {},
   },
@@ -28,11 +29,15 @@ const COMMANDS: Record<string, CommandSpec> = {
   },
   check: {
     name: "check",
-    summary: "Print allowed or denied (exit 0 either way) for a user and a permission, read from DATABASE_URL.",
+    summary:
+      "Print allowed or denied (exit 0 either way) for a user and a permission, read from DATABASE_URL.",
     usage: "flip-authz check --user <uuid> --permission <name or uuid>",
     options: {
       user: { type: "string", description: "the user's Cognito sub (a UUID)" },
-      permission: { type: "string", description: "a permission name (case-insensitive) or the permission's UUID" },
+      permission: {
+        type: "string",
+        description: "a permission name (case-insensitive) or the permission's UUID",
+      },
     },
   },
   healthcheck: {
@@ -46,7 +51,10 @@ const COMMANDS: Record<string, CommandSpec> = {
 function usage(): string {
   const lines = ["Usage: flip-authz <command> [options]", "", "Commands:"];
   for (const spec of Object.values(COMMANDS)) lines.push(`  ${spec.name.padEnd(12)} ${spec.summary}`);
-  lines.push("", "Run flip-authz <command> --help for a command's options. Configuration is read from the environment.");
+  lines.push(
+    "",
+    "Run flip-authz <command> --help for a command's options. Configuration is read from the environment.",
+  );
   return `${lines.join("\n")}\n`;
 }
 

@@ -3,10 +3,10 @@
 // so writes by other replicas, the CLI or plain SQL are seen; while the feed is down, every read goes to
 // the database rather than risk a stale answer.
 
-import { Lru } from "./lru.ts";
-import type { Consistency, CatalogView, Reader, UserView } from "./reader.ts";
-import { RoleIndex } from "./role-index.ts";
 import type { ChangeHub } from "./change-hub.ts";
+import { Lru } from "./lru.ts";
+import type { CatalogView, Consistency, Reader, UserView } from "./reader.ts";
+import { RoleIndex } from "./role-index.ts";
 import type { Change, Revision, Store } from "./store.ts";
 
 export interface CachedReaderOptions {

@@ -1,7 +1,7 @@
 // How the domain reads roles and permissions. The database reader asks the store every time; the cached
 // reader (cached-reader.ts) wraps it behind the same interface and answers from memory when it may.
 
-import { RoleIndex, type IndexedRole } from "./role-index.ts";
+import { type IndexedRole, RoleIndex } from "./role-index.ts";
 import type { Revision, Store } from "./store.ts";
 
 /**

@@ -16,7 +16,9 @@ export interface IndexedRole {
 const byName = (a: { name: string }, b: { name: string }) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 /** Exact name first, then case-insensitive; a UUID (any case) by id. */
-function resolver<T extends { id: string; name: string }>(items: readonly T[]): (ref: string) => T | undefined {
+function resolver<T extends { id: string; name: string }>(
+  items: readonly T[],
+): (ref: string) => T | undefined {
   const byId = new Map(items.map((item) => [item.id, item]));
   const exact = new Map(items.map((item) => [item.name, item]));
   const folded = new Map<string, T>();

@@ -29,7 +29,12 @@ export async function migrateCommand(config: Config): Promise<number> {
   return 0;
 }
 
-export async function assignRoleCommand(config: Config, user: string, role: string, actorId: string): Promise<number> {
+export async function assignRoleCommand(
+  config: Config,
+  user: string,
+  role: string,
+  actorId: string,
+): Promise<number> {
   return withStore(config, async (authz) => {
     const result = await authz.assignRole(user, role, actorId);
     const roles = result.roles.length > 0 ? result.roles.join(", ") : "none";
@@ -42,7 +47,12 @@ export async function assignRoleCommand(config: Config, user: string, role: stri
 
 export async function checkCommand(config: Config, user: string, permission: string): Promise<number> {
   return withStore(config, async (authz) => {
-    const result = await authz.checkPermission({ userId: user, permission, fullyConsistent: true, atLeastAsFresh: "" });
+    const result = await authz.checkPermission({
+      userId: user,
+      permission,
+      fullyConsistent: true,
+      atLeastAsFresh: "",
+    });
     process.stdout.write(
       result.allowed ? `allowed (granted by ${result.grantedBy.join(", ")})\n` : "denied\n",
     );

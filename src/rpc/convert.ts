@@ -2,8 +2,6 @@
 
 import { create } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import type { ChangeOutput, CheckOutput, Profile, RoleOutput } from "../authz/authz.ts";
-import type { AuditEvent, ChangeKind, PermissionRecord } from "../authz/store.ts";
 import {
   AuditEventSchema,
   ChangeKind as ChangeKindEnum,
@@ -15,6 +13,8 @@ import {
   type WatchChangesResponse,
   WatchChangesResponseSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
+import type { ChangeOutput, CheckOutput, Profile, RoleOutput } from "../authz/authz.ts";
+import type { AuditEvent, ChangeKind, PermissionRecord } from "../authz/store.ts";
 
 export function checkResponse(output: CheckOutput): CheckPermissionResponse {
   return create(CheckPermissionResponseSchema, output);
@@ -37,7 +37,11 @@ export function roleMessage(role: RoleOutput) {
 }
 
 export function permissionMessage(permission: PermissionRecord) {
-  return create(PermissionSchema, { id: permission.id, name: permission.name, description: permission.description });
+  return create(PermissionSchema, {
+    id: permission.id,
+    name: permission.name,
+    description: permission.description,
+  });
 }
 
 export function auditEventMessage(event: AuditEvent) {
@@ -57,5 +61,9 @@ const KINDS: Record<ChangeKind, ChangeKindEnum> = {
 };
 
 export function changeMessage(change: ChangeOutput): WatchChangesResponse {
-  return create(WatchChangesResponseSchema, { revision: change.revision, kind: KINDS[change.kind], userId: change.userId });
+  return create(WatchChangesResponseSchema, {
+    revision: change.revision,
+    kind: KINDS[change.kind],
+    userId: change.userId,
+  });
 }

@@ -24,7 +24,8 @@ export interface ErrorLogger {
 export function toConnectError(error: unknown, logger: ErrorLogger, method: string): ConnectError {
   if (error instanceof AuthzError) return new ConnectError(error.message, CODES[error.kind]);
   // Our own transports' errors (a cancelled call, an exceeded deadline) pass through unchanged.
-  if (error instanceof ConnectError && error.code !== Code.Internal && error.code !== Code.Unknown) return error;
+  if (error instanceof ConnectError && error.code !== Code.Internal && error.code !== Code.Unknown)
+    return error;
   logger.error({ err: error, method }, "unexpected error");
   return new ConnectError(INTERNAL_MESSAGE, Code.Internal);
 }

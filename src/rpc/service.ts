@@ -1,29 +1,38 @@
 // The AuthzService implementation, written once and served by both transports (src/server/). Each handler
 // asks the guard who may make the call, translates proto → domain, calls the domain, and translates back.
 
-import type { ServiceImpl } from "@connectrpc/connect";
-import type { HandlerContext } from "@connectrpc/connect";
+import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import type { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import type { RpcMethod } from "../auth/rules.ts";
 import type { Authz } from "../authz/authz.ts";
-import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
-import { auditEventMessage, changeMessage, checkResponse, permissionMessage, profileMessage, roleMessage } from "./convert.ts";
+import {
+  auditEventMessage,
+  changeMessage,
+  checkResponse,
+  permissionMessage,
+  profileMessage,
+  roleMessage,
+} from "./convert.ts";
 import { type ErrorLogger, toConnectError } from "./errors.ts";
-
-export type MethodName = keyof typeof AuthzService.method;
 
 /**
  * Decides whether the caller behind `ctx` may call `method` about `subjects` (the user ids the request
  * names), and returns the actor to record as modified_by_user_id. Throws Unauthenticated/PermissionDenied.
  */
-export type Guard = (ctx: HandlerContext, method: MethodName, subjects: readonly string[]) => Promise<string>;
+export type Guard = (ctx: HandlerContext, method: RpcMethod, subjects: readonly string[]) => Promise<string>;
 
-export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogger): ServiceImpl<typeof AuthzService> {
+export function createAuthzService(
+  authz: Authz,
+  guard: Guard,
+  logger: ErrorLogger,
+): ServiceImpl<typeof AuthzService> {
   const fail = (method: string) => (error: unknown) => {
     throw toConnectError(error, logger, method);
   };
   return {
     async checkPermission(req, ctx) {
       try {
-        await guard(ctx, "checkPermission", [req.userId]);
+        await guard(ctx, "CheckPermission", [req.userId]);
         return checkResponse(await authz.checkPermission(req));
       } catch (error) {
         return fail("CheckPermission")(error);
@@ -33,7 +42,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
       try {
         await guard(
           ctx,
-          "checkPermissions",
+          "CheckPermissions",
           req.checks.map((check) => check.userId),
         );
         const results = await authz.checkPermissions(req.checks);
@@ -44,7 +53,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async assignRole(req, ctx) {
       try {
-        const actor = await guard(ctx, "assignRole", [req.userId]);
+        const actor = await guard(ctx, "AssignRole", [req.userId]);
         return await authz.assignRole(req.userId, req.role, actor);
       } catch (error) {
         return fail("AssignRole")(error);
@@ -52,7 +61,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async revokeRole(req, ctx) {
       try {
-        const actor = await guard(ctx, "revokeRole", [req.userId]);
+        const actor = await guard(ctx, "RevokeRole", [req.userId]);
         return await authz.revokeRole(req.userId, req.role, actor);
       } catch (error) {
         return fail("RevokeRole")(error);
@@ -60,7 +69,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async setUserRoles(req, ctx) {
       try {
-        const actor = await guard(ctx, "setUserRoles", [req.userId]);
+        const actor = await guard(ctx, "SetUserRoles", [req.userId]);
         return await authz.setUserRoles(req.userId, req.roles, actor);
       } catch (error) {
         return fail("SetUserRoles")(error);
@@ -68,7 +77,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async getProfile(req, ctx) {
       try {
-        await guard(ctx, "getProfile", [req.userId]);
+        await guard(ctx, "GetProfile", [req.userId]);
         return { profile: profileMessage(await authz.getProfile(req.userId)) };
       } catch (error) {
         return fail("GetProfile")(error);
@@ -76,8 +85,12 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async updateProfile(req, ctx) {
       try {
-        const actor = await guard(ctx, "updateProfile", [req.userId]);
-        const profile = await authz.updateProfile(req.userId, { name: req.name, organisation: req.organisation }, actor);
+        const actor = await guard(ctx, "UpdateProfile", [req.userId]);
+        const profile = await authz.updateProfile(
+          req.userId,
+          { name: req.name, organisation: req.organisation },
+          actor,
+        );
         return { profile: profileMessage(profile) };
       } catch (error) {
         return fail("UpdateProfile")(error);
@@ -85,7 +98,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async listRoles(_req, ctx) {
       try {
-        await guard(ctx, "listRoles", []);
+        await guard(ctx, "ListRoles", []);
         return { roles: (await authz.listRoles()).map(roleMessage) };
       } catch (error) {
         return fail("ListRoles")(error);
@@ -93,7 +106,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async listPermissions(_req, ctx) {
       try {
-        await guard(ctx, "listPermissions", []);
+        await guard(ctx, "ListPermissions", []);
         return { permissions: (await authz.listPermissions()).map(permissionMessage) };
       } catch (error) {
         return fail("ListPermissions")(error);
@@ -101,7 +114,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async listAuditEvents(req, ctx) {
       try {
-        await guard(ctx, "listAuditEvents", req.userId === "" ? [] : [req.userId]);
+        await guard(ctx, "ListAuditEvents", req.userId === "" ? [] : [req.userId]);
         const page = await authz.listAuditEvents(req);
         return { events: page.events.map(auditEventMessage), nextPageToken: page.nextPageToken };
       } catch (error) {
@@ -110,7 +123,7 @@ export function createAuthzService(authz: Authz, guard: Guard, logger: ErrorLogg
     },
     async *watchChanges(req, ctx) {
       try {
-        await guard(ctx, "watchChanges", []);
+        await guard(ctx, "WatchChanges", []);
         for await (const change of authz.watchChanges(req.after, ctx.signal)) yield changeMessage(change);
       } catch (error) {
         if (ctx.signal.aborted) return;

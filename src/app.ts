@@ -1,0 +1,147 @@
+// The composition root: builds the store, the change hub, the cached reader, the domain, the service and
+// both listeners from a Config, and takes them down again in order. Tests start it on port 0.
+
+import { AuthzService } from "../gen/flip/authz/v1/authz_pb.ts";
+import { assertStartAllowed, createAuthenticator } from "./auth/authenticator.ts";
+import { Authz } from "./authz/authz.ts";
+import { CachedReader } from "./authz/cached-reader.ts";
+import { ChangeHub } from "./authz/change-hub.ts";
+import { createDatabaseReader } from "./authz/reader.ts";
+import type { Store } from "./authz/store.ts";
+import { type Config, redactDatabase } from "./config.ts";
+import type { Logger } from "./logger.ts";
+import { createGuard } from "./rpc/guard.ts";
+import { createAuthzService } from "./rpc/service.ts";
+import { registerCacheMetrics } from "./server/cache-metrics.ts";
+import { createHealthState, type HealthState } from "./server/health.ts";
+import { startServers } from "./server/listen.ts";
+import { createRpcMetrics } from "./server/metrics.ts";
+import { createTransportSecurity } from "./server/security.ts";
+import { openStore } from "./store/index.ts";
+
+export interface App {
+  grpcPort: number;
+  httpPort: number;
+  store: Store;
+  authz: Authz;
+  reader: CachedReader;
+  health: HealthState;
+  /** Health NOT_SERVING, drain both listeners within the grace period, then close the database. */
+  shutdown(): Promise<void>;
+}
+
+/** How often the database is pinged for health when nothing else has shown it to be down. */
+const PING_INTERVAL_MS = 5000;
+
+export async function startApp(config: Config, logger: Logger): Promise<App> {
+  // Everything that can refuse the start is checked before anything is opened.
+  const openWarning = assertStartAllowed(config);
+  const authenticator = createAuthenticator(config, {
+    onKeyFetchError: (error) => logger.warn({ err: error }, "fetching the JWKS failed"),
+  });
+  const security = createTransportSecurity(config.tls);
+  if (openWarning) logger.warn(openWarning);
+
+  const store = await openStore(config.database, { migrate: config.migrateOnStart, logger });
+  const hub = new ChangeHub(store);
+  const reader = new CachedReader(store, createDatabaseReader(store), {
+    userCacheSize: config.userCacheSize,
+    onError: (error, context) => logger.warn({ err: error }, context),
+  });
+  try {
+    await hub.start();
+    await reader.start(hub);
+  } catch (error) {
+    await reader.close().catch(() => {});
+    await hub.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw error;
+  }
+  const authz = new Authz({ store, reader, hub, maxBatch: config.maxBatch });
+  const impl = createAuthzService(authz, createGuard(authenticator, authz), logger);
+
+  const health = createHealthState([AuthzService.typeName]);
+  const metrics = createRpcMetrics();
+  registerCacheMetrics(metrics.registry, reader);
+  const servers = await startServers({
+    service: AuthzService,
+    impl,
+    health,
+    logger,
+    metrics,
+    grpc: {
+      host: config.grpcListen.host,
+      port: config.grpcListen.port,
+      credentials: security.grpc,
+      maxReceiveMessageBytes: config.maxRequestBytes,
+    },
+    http: {
+      host: config.httpListen.host,
+      port: config.httpListen.port,
+      readMaxBytes: config.maxRequestBytes,
+      ...(security.https && { tls: security.https }),
+    },
+  }).catch(async (error: unknown) => {
+    await reader.close().catch(() => {});
+    await hub.close().catch(() => {});
+    await store.close().catch(() => {});
+    throw error;
+  });
+
+  // SERVING only while the database answers and the caches follow the change feed.
+  let stopping = false;
+  let databaseUp = true;
+  const updateHealth = () => {
+    if (stopping) return;
+    health.setAll(databaseUp && reader.live ? "SERVING" : "NOT_SERVING");
+  };
+  const detachLive = reader.onLiveChange(updateHealth);
+  const pinger = setInterval(() => {
+    store.ping().then(
+      () => {
+        databaseUp = true;
+        updateHealth();
+      },
+      (error: unknown) => {
+        if (databaseUp) logger.warn({ err: error }, "the database does not answer");
+        databaseUp = false;
+        updateHealth();
+      },
+    );
+  }, PING_INTERVAL_MS);
+  pinger.unref();
+  updateHealth();
+
+  logger.info(
+    {
+      grpc: `${config.grpcListen.host}:${servers.grpcPort}`,
+      http: `${config.httpListen.host}:${servers.httpPort}`,
+      database: redactDatabase(config.database),
+      auth: authenticator.mode,
+      tls: config.tls ? (config.tls.clientCaFile ? "mutual" : "server") : "off",
+    },
+    "flip-authz listening",
+  );
+
+  let closing: Promise<void> | undefined;
+  return {
+    grpcPort: servers.grpcPort,
+    httpPort: servers.httpPort,
+    store,
+    authz,
+    reader,
+    health,
+    shutdown() {
+      closing ??= (async () => {
+        stopping = true;
+        clearInterval(pinger);
+        detachLive();
+        await servers.shutdown(config.shutdownGraceMs);
+        await reader.close();
+        await hub.close();
+        await store.close();
+      })();
+      return closing;
+    },
+  };
+}
