@@ -57,7 +57,8 @@ export const DEFAULT_DATABASE_URL = "sqlite:data/authz.db";
 export function parseDatabaseUrl(value: string, variable = "DATABASE_URL"): DatabaseConfig {
   if (value.startsWith("sqlite:")) {
     const path = value.slice("sqlite:".length);
-    if (path === "") throw new ConfigError(variable, "sqlite: needs a path (sqlite:data/authz.db or sqlite::memory:)");
+    if (path === "")
+      throw new ConfigError(variable, "sqlite: needs a path (sqlite:data/authz.db or sqlite::memory:)");
     return { kind: "sqlite", path };
   }
   if (/^postgres(ql)?:\/\//.test(value)) {
@@ -90,11 +91,13 @@ export function redactDatabase(database: DatabaseConfig): string {
 
 export function parseListen(value: string, variable: string): ListenAddress {
   const match = /^(?:\[([^\]]+)\]|([^:]*)):(\d+)$/.exec(value);
-  if (!match) throw new ConfigError(variable, "must be host:port (127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)");
+  if (!match)
+    throw new ConfigError(variable, "must be host:port (127.0.0.1:50051, [::1]:50051, 0.0.0.0:50051)");
   const host = match[1] ?? match[2] ?? "";
   const port = Number(match[3]);
   if (host === "") throw new ConfigError(variable, "the host is empty (use 0.0.0.0 to listen everywhere)");
-  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new ConfigError(variable, "port must be 0..65535");
+  if (!Number.isInteger(port) || port < 0 || port > 65535)
+    throw new ConfigError(variable, "port must be 0..65535");
   return { host, port };
 }
 
@@ -132,7 +135,10 @@ function optional(env: Env, variable: string): string | undefined {
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
   const database = parseDatabaseUrl(optional(env, "DATABASE_URL") ?? DEFAULT_DATABASE_URL);
-  const grpcListen = parseListen(optional(env, "AUTHZ_GRPC_LISTEN") ?? "127.0.0.1:50051", "AUTHZ_GRPC_LISTEN");
+  const grpcListen = parseListen(
+    optional(env, "AUTHZ_GRPC_LISTEN") ?? "127.0.0.1:50051",
+    "AUTHZ_GRPC_LISTEN",
+  );
   const httpListen = parseListen(optional(env, "AUTHZ_HTTP_LISTEN") ?? "127.0.0.1:8080", "AUTHZ_HTTP_LISTEN");
 
   const logLevel = (optional(env, "AUTHZ_LOG_LEVEL") ?? "info").toLowerCase();
@@ -157,7 +163,10 @@ export function loadConfig(env: Env = process.env): Config {
     try {
       new URL(issuer);
     } catch {
-      throw new ConfigError("AUTHZ_JWT_ISSUER", "must be a URL (https://cognito-idp.<region>.amazonaws.com/<pool id>)");
+      throw new ConfigError(
+        "AUTHZ_JWT_ISSUER",
+        "must be a URL (https://cognito-idp.<region>.amazonaws.com/<pool id>)",
+      );
     }
     const jwksUrl = optional(env, "AUTHZ_JWKS_URL") ?? `${issuer.replace(/\/+$/, "")}/.well-known/jwks.json`;
     try {
@@ -172,7 +181,8 @@ export function loadConfig(env: Env = process.env): Config {
     if (jwksFile !== undefined) jwt.jwksFile = jwksFile;
   } else {
     for (const variable of ["AUTHZ_JWT_AUDIENCE", "AUTHZ_JWKS_FILE", "AUTHZ_JWKS_URL"]) {
-      if (optional(env, variable) !== undefined) throw new ConfigError(variable, "is set but AUTHZ_JWT_ISSUER is not");
+      if (optional(env, variable) !== undefined)
+        throw new ConfigError(variable, "is set but AUTHZ_JWT_ISSUER is not");
     }
   }
 

@@ -54,7 +54,12 @@ export interface Orm {
   em(): SqlEntityManager;
 }
 
-export async function createOrm(database: DatabaseConfig, logger: Logger): Promise<Orm> {
+export interface OrmOptions {
+  /** SQLite: how long a statement waits for another connection's write lock before SQLITE_BUSY. */
+  sqliteBusyTimeoutMs?: number;
+}
+
+export async function createOrm(database: DatabaseConfig, logger: Logger, options: OrmOptions = {}): Promise<Orm> {
   const common = {
     entities: [...ENTITIES],
     extensions: [Migrator],
@@ -105,7 +110,7 @@ export async function createOrm(database: DatabaseConfig, logger: Logger): Promi
     // WAL lets readers (other processes, the CLI) run beside the writer; busy_timeout waits for the lock
     // instead of failing at once.
     await em.execute("pragma journal_mode = wal");
-    await em.execute("pragma busy_timeout = 5000");
+    await em.execute(`pragma busy_timeout = ${Math.max(0, Math.trunc(options.sqliteBusyTimeoutMs ?? 5000))}`);
   }
   await em.execute("pragma foreign_keys = on");
   return { orm, dialect: sqliteDialect, em: () => orm.em.fork() as SqlEntityManager };

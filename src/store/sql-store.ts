@@ -37,8 +37,10 @@ export interface OpenStoreOptions {
   /** Apply migrations and the seed before returning. */
   migrate: boolean;
   logger?: Logger;
-  /** SQLite only: how often subscriptions look for other processes' writes. */
+  /** SQLite only: how often subscriptions look for other processes' writes (default 200 ms). */
   pollIntervalMs?: number;
+  /** SQLite only: how long to wait for another process's write lock before retrying (default 5000 ms). */
+  sqliteBusyTimeoutMs?: number;
 }
 
 type Row = Record<string, unknown>;
@@ -52,7 +54,11 @@ export async function openStore(database: DatabaseConfig, options: OpenStoreOpti
   const logger = options.logger ?? silentLogger;
   let orm: Orm;
   try {
-    orm = await createOrm(database, logger);
+    orm = await createOrm(
+      database,
+      logger,
+      options.sqliteBusyTimeoutMs === undefined ? {} : { sqliteBusyTimeoutMs: options.sqliteBusyTimeoutMs },
+    );
   } catch (error) {
     throw toDomainError(error, logger, "open");
   }
