@@ -15,6 +15,7 @@ import {
 import {
   Code,
   ConnectError,
+  type ContextValues,
   createHandlerContext,
   decodeBinaryHeader,
   encodeBinaryHeader,
@@ -73,7 +74,18 @@ export interface GrpcServiceOptions {
    * elsewhere) so a graceful drain is not held up by endless streams; unary calls run to completion.
    */
   shutdownSignal?: AbortSignal;
+  /**
+   * Per-call context values (ctx.values) from the grpc-js call, e.g. the mTLS peer certificate via
+   * call.getAuthContext(); the counterpart of connect-node's `contextValues` option.
+   */
+  contextValues?: (call: GrpcServerCall) => ContextValues;
 }
+
+/** The grpc-js call object a contextValues hook receives. */
+export type GrpcServerCall =
+  | grpc.ServerUnaryCall<Buffer, Buffer>
+  | grpc.ServerWritableStream<Buffer, Buffer>
+  | grpc.ServerDuplexStream<Buffer, Buffer>;
 
 type AnyImpl = (input: unknown, context: HandlerContext) => unknown;
 type AnyFn = Parameters<Interceptor>[0];
@@ -146,7 +158,7 @@ function unaryHandler(
       record(options, name, Code.InvalidArgument, started);
       return;
     }
-    const context = createContext(call, method);
+    const context = createContext(call, method, options.contextValues?.(call));
     const onCancel = () => context.abort(new ConnectError("the call was cancelled", Code.Canceled));
     call.once("cancelled", onCancel);
     invokeUnary(impl, method, input, context, interceptors)
@@ -196,7 +208,7 @@ function streamingHandler(
     } else {
       input = parseEach(call as grpc.ServerDuplexStream<Buffer, Buffer>, method.input);
     }
-    const context = createContext(call, method);
+    const context = createContext(call, method, options.contextValues?.(call));
     const onCancel = () => context.abort(new ConnectError("the call was cancelled", Code.Canceled));
     call.once("cancelled", onCancel);
     const shutdown = options.shutdownSignal;
@@ -411,7 +423,11 @@ function normalize(schema: DescMessage, value: unknown) {
   return isMessage(value, schema) ? value : create(schema, value as never);
 }
 
-function createContext(call: { getDeadline(): grpc.Deadline; metadata: grpc.Metadata }, method: DescMethod) {
+function createContext(
+  call: { getDeadline(): grpc.Deadline; metadata: grpc.Metadata },
+  method: DescMethod,
+  contextValues: ContextValues | undefined,
+) {
   const deadline = call.getDeadline();
   const at = deadline instanceof Date ? deadline.getTime() : deadline;
   return createHandlerContext({
@@ -422,6 +438,7 @@ function createContext(call: { getDeadline(): grpc.Deadline; metadata: grpc.Meta
     url: `/${method.parent.typeName}/${method.name}`,
     timeoutMs: Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined,
     requestHeader: metadataToHeaders(call.metadata),
+    contextValues,
   });
 }
 

@@ -3,7 +3,7 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { DescService } from "@bufbuild/protobuf";
-import type { Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
+import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { HealthState } from "./health.ts";
@@ -29,6 +29,8 @@ export interface HttpServiceOptions<S extends DescService> {
    * so endless streams do not hold up a graceful shutdown; unary calls run to completion.
    */
   streamShutdownSignal?: AbortSignal;
+  /** ctx.values for each call, from the node request (e.g. the TLS socket's peer certificate). */
+  contextValues?: (request: IncomingMessage) => ContextValues;
 }
 
 /** The request listener: operator endpoints first, then every Connect / gRPC-Web route of `service`. */
@@ -45,6 +47,10 @@ export function createHttpHandler<S extends DescService>(
     ],
     readMaxBytes: options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
     shutdownSignal: options.shutdownSignal,
+    contextValues: options.contextValues
+      ? (request) =>
+          (options.contextValues as (r: IncomingMessage) => ContextValues)(request as IncomingMessage)
+      : undefined,
     connect: true,
     grpcWeb: true,
     grpc: true,

@@ -2,13 +2,13 @@
 // node:http) and shuts them down gracefully: NOT_SERVING first, stop accepting, drain, then force-close.
 
 import { once } from "node:events";
-import type { Server as HttpServer } from "node:http";
+import type { Server as HttpServer, IncomingMessage } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
-import type { Interceptor, ServiceImpl } from "@connectrpc/connect";
+import type { ContextValues, Interceptor, ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
-import { addGrpcService, bindGrpcServer, createGrpcServer } from "./grpc.ts";
+import { addGrpcService, bindGrpcServer, createGrpcServer, type GrpcServerCall } from "./grpc.ts";
 import { addHealthService, type HealthState } from "./health.ts";
 import { createHttpServer } from "./http.ts";
 import { createRpcMetrics, type RpcMetrics } from "./metrics.ts";
@@ -34,12 +34,16 @@ export interface ServersOptions<S extends DescService> {
     /** Default 1 MiB; larger requests get RESOURCE_EXHAUSTED. */
     maxReceiveMessageBytes?: number;
     channelOptions?: grpc.ServerOptions;
+    /** ctx.values for each call of the service, from the grpc-js call (peer, TLS auth context). */
+    contextValues?: (call: GrpcServerCall) => ContextValues;
   };
   http: {
     host: string;
     port: number;
     /** Default 1 MiB. */
     readMaxBytes?: number;
+    /** ctx.values for each call of the service, from the node request. */
+    contextValues?: (request: IncomingMessage) => ContextValues;
   };
 }
 
@@ -85,6 +89,7 @@ export async function startServers<S extends DescService>(
     logger,
     interceptors: options.interceptors,
     readMaxBytes: options.http.readMaxBytes,
+    contextValues: options.http.contextValues,
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });

@@ -1,6 +1,7 @@
 // A real AuthzService implementation for transport tests (echoes, throws each ConnectError code, streams),
 // a server started on port 0 around it, and a real @grpc/grpc-js client built from the same DescService.
 
+import type { IncomingMessage } from "node:http";
 import {
   create,
   type DescMessage,
@@ -13,9 +14,16 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
-import { Code, ConnectError, type Interceptor, type ServiceImpl } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  type ContextValues,
+  type Interceptor,
+  type ServiceImpl,
+} from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { AuthzService, ChangeKind } from "../../gen/flip/authz/v1/authz_pb.ts";
+import type { GrpcServerCall } from "../../src/server/grpc.ts";
 import { createHealthState, type HealthState } from "../../src/server/health.ts";
 import { type RunningServers, startServers } from "../../src/server/listen.ts";
 import type { ServerLogger } from "../../src/server/outcome.ts";
@@ -147,7 +155,13 @@ export interface Fixture {
 }
 
 export async function startFixture(
-  options: { interceptors?: Interceptor[]; maxBytes?: number; serving?: boolean } = {},
+  options: {
+    interceptors?: Interceptor[];
+    maxBytes?: number;
+    serving?: boolean;
+    grpcContextValues?: (call: GrpcServerCall) => ContextValues;
+    httpContextValues?: (request: IncomingMessage) => ContextValues;
+  } = {},
 ): Promise<Fixture> {
   const probe = createProbe();
   const logs: LogEntry[] = [];
@@ -159,8 +173,18 @@ export async function startFixture(
     health,
     logger: createLogger(logs),
     interceptors: options.interceptors,
-    grpc: { host: "127.0.0.1", port: 0, maxReceiveMessageBytes: options.maxBytes },
-    http: { host: "127.0.0.1", port: 0, readMaxBytes: options.maxBytes },
+    grpc: {
+      host: "127.0.0.1",
+      port: 0,
+      maxReceiveMessageBytes: options.maxBytes,
+      contextValues: options.grpcContextValues,
+    },
+    http: {
+      host: "127.0.0.1",
+      port: 0,
+      readMaxBytes: options.maxBytes,
+      contextValues: options.httpContextValues,
+    },
   });
   const grpcTarget = `127.0.0.1:${servers.grpcPort}`;
   const client = new grpc.Client(grpcTarget, grpc.credentials.createInsecure());

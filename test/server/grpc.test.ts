@@ -2,7 +2,13 @@
 // streaming with cancellation and backpressure, deadlines, malformed and oversize requests, interceptors.
 
 import http2 from "node:http2";
-import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+import {
+  Code,
+  ConnectError,
+  createContextKey,
+  createContextValues,
+  type Interceptor,
+} from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
@@ -187,15 +193,21 @@ describe("gRPC listener (grpc-js)", () => {
 describe("gRPC listener with interceptors", () => {
   let f: Fixture;
   const seen: string[] = [];
+  const peers: string[] = [];
+  const peerKey = createContextKey("", { description: "peer address" });
   const auth: Interceptor = (next) => async (request) => {
     seen.push(`${request.method.name}:${request.header.get("authorization") ?? "-"}`);
+    peers.push(request.contextValues.get(peerKey));
     if (request.header.get("authorization") !== "Bearer good") {
       throw new ConnectError("credentials missing", Code.Unauthenticated);
     }
     return next(request);
   };
   beforeAll(async () => {
-    f = await startFixture({ interceptors: [auth] });
+    f = await startFixture({
+      interceptors: [auth],
+      grpcContextValues: (call) => createContextValues().set(peerKey, call.getPeer()),
+    });
   });
   afterAll(async () => {
     await f.close();
