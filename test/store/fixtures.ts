@@ -1,6 +1,7 @@
 // Helpers for the store's database-level tests: FLIP's own DDL (verbatim from shared/spec/SCHEMA.md) and an
 // equivalent for SQLite, and whole-table snapshots on PostgreSQL (pg) and SQLite (node:sqlite).
 
+import { execFileSync } from "node:child_process";
 import { DatabaseSync } from "node:sqlite";
 import pg from "pg";
 
@@ -118,13 +119,17 @@ export function sqliteSnapshot(path: string, tables: string[]): Record<string, s
   }
 }
 
+/**
+ * One statement on a SQLite file from another process, as the CLI or an operator would run it. (A second
+ * SQLite library inside this process would share its POSIX locks with the store's and could corrupt it.)
+ */
 export function sqliteExec(path: string, sql: string, params: (string | number | null)[] = []): void {
-  const db = new DatabaseSync(path);
-  try {
+  const script = `
+    const { DatabaseSync } = require("node:sqlite");
+    const [path, sql, params] = process.argv.slice(1);
+    const db = new DatabaseSync(path);
     db.exec("PRAGMA busy_timeout = 5000");
-    if (params.length === 0) db.exec(sql);
-    else db.prepare(sql).run(...params);
-  } finally {
-    db.close();
-  }
+    db.prepare(sql).run(...JSON.parse(params));
+    db.close();`;
+  execFileSync(process.execPath, ["-e", script, path, sql, JSON.stringify(params)], { stdio: "inherit" });
 }
