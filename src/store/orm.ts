@@ -59,7 +59,11 @@ export interface OrmOptions {
   sqliteBusyTimeoutMs?: number;
 }
 
-export async function createOrm(database: DatabaseConfig, logger: Logger, options: OrmOptions = {}): Promise<Orm> {
+export async function createOrm(
+  database: DatabaseConfig,
+  logger: Logger,
+  options: OrmOptions = {},
+): Promise<Orm> {
   const common = {
     entities: [...ENTITIES],
     extensions: [Migrator],
