@@ -2,6 +2,11 @@
 // and gRPC-Web via connect-node, plus the operator endpoints GET /healthz, /readyz and /metrics.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import {
+  createServer as createHttpsServer,
+  type ServerOptions as HttpsOptions,
+  type Server as HttpsServer,
+} from "node:https";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -31,6 +36,8 @@ export interface HttpServiceOptions<S extends DescService> {
   streamShutdownSignal?: AbortSignal;
   /** ctx.values for each call, from the node request (e.g. the TLS socket's peer certificate). */
   contextValues?: (request: IncomingMessage) => ContextValues;
+  /** Serve HTTPS (HTTP/1.1 over TLS) with these options instead of cleartext HTTP. */
+  tls?: HttpsOptions;
 }
 
 /** The request listener: operator endpoints first, then every Connect / gRPC-Web route of `service`. */
@@ -79,9 +86,15 @@ export function createHttpHandler<S extends DescService>(
   };
 }
 
-/** A node:http server for the handler (HTTP/1.1; cleartext h2c would need preface sniffing, see NOTES.md). */
-export function createHttpServer<S extends DescService>(options: HttpServiceOptions<S>): Server {
-  const server = createServer(createHttpHandler(options));
+/**
+ * A node:http (or node:https, when `tls` is set) server for the handler: HTTP/1.1; cleartext h2c would need
+ * preface sniffing (NOTES.md) and the contract asks only for HTTP/1.1 here.
+ */
+export function createHttpServer<S extends DescService>(
+  options: HttpServiceOptions<S>,
+): Server | HttpsServer {
+  const handler = createHttpHandler(options);
+  const server = options.tls ? createHttpsServer(options.tls, handler) : createServer(handler);
   server.on("clientError", (error, socket) => {
     // Malformed HTTP: answer 400 instead of leaving the socket hanging.
     if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");

@@ -3,6 +3,7 @@
 
 import { once } from "node:events";
 import type { Server as HttpServer, IncomingMessage } from "node:http";
+import type { ServerOptions as HttpsOptions, Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import type { DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl } from "@connectrpc/connect";
@@ -44,6 +45,8 @@ export interface ServersOptions<S extends DescService> {
     readMaxBytes?: number;
     /** ctx.values for each call of the service, from the node request. */
     contextValues?: (request: IncomingMessage) => ContextValues;
+    /** HTTPS options (cert, key, optional client CA); cleartext HTTP when absent. */
+    tls?: HttpsOptions;
   };
 }
 
@@ -51,7 +54,7 @@ export interface RunningServers {
   grpcPort: number;
   httpPort: number;
   grpcServer: grpc.Server;
-  httpServer: HttpServer;
+  httpServer: HttpServer | HttpsServer;
   metrics: RpcMetrics;
   /**
    * Health NOT_SERVING, stop accepting, let in-flight unary calls finish within `graceMs`, end open
@@ -90,6 +93,7 @@ export async function startServers<S extends DescService>(
     interceptors: options.interceptors,
     readMaxBytes: options.http.readMaxBytes,
     contextValues: options.http.contextValues,
+    tls: options.http.tls,
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });
