@@ -2,14 +2,42 @@
 
 import { Authz } from "../authz/authz.ts";
 import { ChangeHub } from "../authz/change-hub.ts";
+import { UnavailableError } from "../authz/errors.ts";
 import { createDatabaseReader } from "../authz/reader.ts";
 import type { Store } from "../authz/store.ts";
 import { type Config, redactDatabase } from "../config.ts";
-import { migrate, openStore } from "../store/index.ts";
+import { type Logger, migrate, openStore } from "../store/index.ts";
+
+/**
+ * The store logs a driver error's cause and throws a neutral domain error (what RPC clients see). An
+ * operator at a terminal wants the cause: keep the last one logged, to tell with the failure.
+ */
+function causeKeeper(): { logger: Logger; explain(error: unknown, database: string): Error } {
+  let cause: unknown;
+  const keep = (obj: object) => {
+    if ("err" in obj) cause = obj.err;
+  };
+  return {
+    logger: { info() {}, warn: keep, error: keep },
+    explain(error, database) {
+      if (!(error instanceof UnavailableError))
+        return error instanceof Error ? error : new Error(String(error));
+      const reason =
+        cause instanceof Error && cause.message !== "" ? `: ${cause.message.split("\n")[0]}` : "";
+      return new UnavailableError(`${error.message} (${database})${reason}`);
+    },
+  };
+}
 
 async function withStore<T>(config: Config, fn: (authz: Authz, store: Store) => Promise<T>): Promise<T> {
-  // Like the server, bring the schema up to date first (unless told not to), so bootstrap works on a new database.
-  const store = await openStore(config.database, { migrate: config.migrateOnStart });
+  const causes = causeKeeper();
+  let store: Store;
+  try {
+    // Like the server, bring the schema up to date first (unless told not to), so bootstrap works on a new database.
+    store = await openStore(config.database, { migrate: config.migrateOnStart, logger: causes.logger });
+  } catch (error) {
+    throw causes.explain(error, redactDatabase(config.database));
+  }
   try {
     const authz = new Authz({
       store,
@@ -18,13 +46,18 @@ async function withStore<T>(config: Config, fn: (authz: Authz, store: Store) => 
       maxBatch: config.maxBatch,
     });
     return await fn(authz, store);
+  } catch (error) {
+    throw causes.explain(error, redactDatabase(config.database));
   } finally {
     await store.close();
   }
 }
 
 export async function migrateCommand(config: Config): Promise<number> {
-  await migrate(config.database);
+  const causes = causeKeeper();
+  await migrate(config.database, causes.logger).catch((error: unknown) => {
+    throw causes.explain(error, redactDatabase(config.database));
+  });
   process.stdout.write(`migrated ${redactDatabase(config.database)}\n`);
   return 0;
 }

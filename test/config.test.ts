@@ -1,0 +1,122 @@
+import { describe, expect, it } from "vitest";
+import { ConfigError, isLoopback, loadConfig, parseDatabaseUrl, redactDatabase } from "../src/config.ts";
+
+function failure(env: Record<string, string>): ConfigError {
+  try {
+    loadConfig(env);
+  } catch (error) {
+    if (error instanceof ConfigError) return error;
+    throw error;
+  }
+  throw new Error(`expected a ConfigError for ${JSON.stringify(env)}`);
+}
+
+describe("configuration", () => {
+  it("has the contract's defaults", () => {
+    const config = loadConfig({});
+    expect(config.database).toEqual({ kind: "sqlite", path: "data/authz.db" });
+    expect(config.grpcListen).toEqual({ host: "127.0.0.1", port: 50051 });
+    expect(config.httpListen).toEqual({ host: "127.0.0.1", port: 8080 });
+    expect(config).toMatchObject({
+      logLevel: "info",
+      maxBatch: 100,
+      userCacheSize: 100_000,
+      migrateOnStart: true,
+      shutdownGraceMs: 10_000,
+      maxRequestBytes: 1024 * 1024,
+      serviceTokens: [],
+      allowUnauthenticated: false,
+    });
+    expect(config.jwt).toBeUndefined();
+    expect(config.tls).toBeUndefined();
+  });
+
+  it("reads every variable", () => {
+    const config = loadConfig({
+      DATABASE_URL: "postgresql://authz:secret@db.internal:5433/flip",
+      AUTHZ_GRPC_LISTEN: "0.0.0.0:6000",
+      AUTHZ_HTTP_LISTEN: "[::1]:6001",
+      AUTHZ_LOG_LEVEL: "DEBUG",
+      AUTHZ_MAX_BATCH: "7",
+      AUTHZ_USER_CACHE_SIZE: "0",
+      AUTHZ_MIGRATE_ON_START: "false",
+      AUTHZ_SHUTDOWN_GRACE_MS: "250",
+      AUTHZ_SERVICE_TOKENS: " aaaaaaaaaaaaaaaa , bbbbbbbbbbbbbbbbbbbb ",
+      AUTHZ_JWT_ISSUER: "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_Abc/",
+      AUTHZ_JWT_AUDIENCE: "client123",
+      AUTHZ_TLS_CERT_FILE: "cert.pem",
+      AUTHZ_TLS_KEY_FILE: "key.pem",
+      AUTHZ_TLS_CLIENT_CA_FILE: "ca.pem",
+      AUTHZ_ALLOW_UNAUTHENTICATED: "true",
+    });
+    expect(config.database).toEqual({
+      kind: "postgres",
+      url: "postgresql://authz:secret@db.internal:5433/flip",
+    });
+    expect(config.grpcListen).toEqual({ host: "0.0.0.0", port: 6000 });
+    expect(config.httpListen).toEqual({ host: "::1", port: 6001 });
+    expect(config.logLevel).toBe("debug");
+    expect(config.maxBatch).toBe(7);
+    expect(config.userCacheSize).toBe(0);
+    expect(config.migrateOnStart).toBe(false);
+    expect(config.shutdownGraceMs).toBe(250);
+    expect(config.serviceTokens).toEqual(["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbb"]);
+    expect(config.jwt).toEqual({
+      issuer: "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_Abc/",
+      audience: "client123",
+      jwksUrl: "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_Abc/.well-known/jwks.json",
+    });
+    expect(config.tls).toEqual({ certFile: "cert.pem", keyFile: "key.pem", clientCaFile: "ca.pem" });
+    expect(config.allowUnauthenticated).toBe(true);
+  });
+
+  it.each([
+    [{ DATABASE_URL: "mysql://x" }, "DATABASE_URL", "must start with postgres://"],
+    [{ DATABASE_URL: "sqlite:" }, "DATABASE_URL", "needs a path"],
+    [{ DATABASE_URL: "postgres://" }, "DATABASE_URL", "needs a host"],
+    [{ AUTHZ_GRPC_LISTEN: "50051" }, "AUTHZ_GRPC_LISTEN", "host:port"],
+    [{ AUTHZ_HTTP_LISTEN: "127.0.0.1:70000" }, "AUTHZ_HTTP_LISTEN", "0..65535"],
+    [{ AUTHZ_HTTP_LISTEN: ":8080" }, "AUTHZ_HTTP_LISTEN", "host is empty"],
+    [{ AUTHZ_LOG_LEVEL: "loud" }, "AUTHZ_LOG_LEVEL", "must be one of"],
+    [{ AUTHZ_MAX_BATCH: "0" }, "AUTHZ_MAX_BATCH", "between 1 and"],
+    [{ AUTHZ_MAX_BATCH: "ten" }, "AUTHZ_MAX_BATCH", "whole number"],
+    [{ AUTHZ_USER_CACHE_SIZE: "-1" }, "AUTHZ_USER_CACHE_SIZE", "whole number"],
+    [{ AUTHZ_MIGRATE_ON_START: "maybe" }, "AUTHZ_MIGRATE_ON_START", "true or false"],
+    [{ AUTHZ_SHUTDOWN_GRACE_MS: "1.5" }, "AUTHZ_SHUTDOWN_GRACE_MS", "whole number"],
+    [{ AUTHZ_JWT_ISSUER: "not a url" }, "AUTHZ_JWT_ISSUER", "must be a URL"],
+    [{ AUTHZ_JWT_AUDIENCE: "abc" }, "AUTHZ_JWT_AUDIENCE", "AUTHZ_JWT_ISSUER is not"],
+    [{ AUTHZ_TLS_CERT_FILE: "cert.pem" }, "AUTHZ_TLS_KEY_FILE", "go together"],
+    [{ AUTHZ_TLS_CLIENT_CA_FILE: "ca.pem" }, "AUTHZ_TLS_CLIENT_CA_FILE", "needs AUTHZ_TLS_CERT_FILE"],
+  ])("refuses %j naming %s", (env, variable, problem) => {
+    const error = failure(env);
+    expect(error.variable).toBe(variable);
+    expect(error.message).toContain(variable);
+    expect(error.message).toContain(problem);
+  });
+
+  it("refuses a short service token without echoing it", () => {
+    const error = failure({ AUTHZ_SERVICE_TOKENS: "long-enough-token-here,short-secret" });
+    expect(error.message).toBe("AUTHZ_SERVICE_TOKENS: token #2 is shorter than 16 characters");
+    expect(error.message).not.toContain("short-secret");
+  });
+
+  it("never shows a database password", () => {
+    const database = parseDatabaseUrl("postgres://authz:s3cr3t@db:5432/flip?password=other");
+    const shown = redactDatabase(database);
+    expect(shown).not.toContain("s3cr3t");
+    expect(shown).not.toContain("other");
+    expect(shown).toContain("db:5432/flip");
+    expect(redactDatabase({ kind: "sqlite", path: "data/authz.db" })).toBe("sqlite:data/authz.db");
+  });
+
+  it("knows loopback addresses", () => {
+    expect(["127.0.0.1", "127.1.2.3", "::1", "localhost"].map(isLoopback)).toEqual([true, true, true, true]);
+    expect(["0.0.0.0", "::", "10.0.0.1", "192.168.1.2", "example.com"].map(isLoopback)).toEqual([
+      false,
+      false,
+      false,
+      false,
+      false,
+    ]);
+  });
+});
