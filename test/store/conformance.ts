@@ -496,6 +496,34 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
       });
     });
 
+    describe("concurrency", () => {
+      it("parallel writes and reads on one store all succeed, each write with its own revision", async () => {
+        const users = Array.from({ length: 12 }, () => randomUUID());
+        const start = await store.currentRevision();
+        const [writes] = await Promise.all([
+          Promise.all(users.map((user, i) => store.assignRole(user, i % 2 ? VIEWER_ID : RESEARCHER_ID, NIL))),
+          Promise.all(users.map((user) => store.userRoles(user))),
+          store.loadCatalog(),
+          Promise.all(users.map((user) => store.updateProfile(user, { name: user }, NIL))),
+        ]);
+        const revisions = writes.map((w) => w.revision);
+        expect(new Set(revisions).size).toBe(users.length);
+        expect(await store.currentRevision()).toBe(start + 2 * users.length);
+        const changes = await store.changesAfter(start, 100);
+        expect(changes.map((c) => c.revision)).toEqual(
+          Array.from({ length: 2 * users.length }, (_, i) => start + i + 1),
+        );
+        for (const [i, user] of users.entries()) {
+          expect(await userRoleRows(user)).toEqual([i % 2 ? VIEWER_ID : RESEARCHER_ID]);
+          expect(changes.find((c) => c.revision === writes[i]?.revision)).toEqual({
+            revision: writes[i]?.revision,
+            kind: "user_roles",
+            userId: user,
+          });
+        }
+      });
+    });
+
     it("ping answers", async () => {
       await expect(store.ping()).resolves.toBeUndefined();
     });

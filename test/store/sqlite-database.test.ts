@@ -149,4 +149,19 @@ describe("SQLite: a file database shared with other processes", () => {
       await store.close();
     }
   });
+
+  it("this store's own writes reach its subscribers at once, without waiting for the poll", async () => {
+    const store = await openStore({ kind: "sqlite", path }, { migrate: false, pollIntervalMs: 60_000 });
+    const rec = recorder();
+    const subscription = await store.subscribe(await store.currentRevision(), rec.listener);
+    try {
+      const user = randomUUID();
+      const written = await store.assignRole(user, VIEWER_ID, user);
+      await rec.until(() => rec.changes.length >= 1, 1000);
+      expect(rec.changes).toEqual([{ revision: written.revision, kind: "user_roles", userId: user }]);
+    } finally {
+      await subscription.close();
+      await store.close();
+    }
+  });
 });
