@@ -1,7 +1,7 @@
 // Graceful shutdown over real sockets: NOT_SERVING first, in-flight calls finish, streams end UNAVAILABLE,
 // new connections are refused, and the grace period bounds how long anything can hold the process.
 
-import { createClient } from "@connectrpc/connect";
+import { Code, type ConnectError, createClient } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import { describe, expect, it } from "vitest";
@@ -32,6 +32,16 @@ describe("shutdown", () => {
     const watchEnded = collect(watch);
     await until(() => watched.length === 1);
 
+    const httpStream = (async () => {
+      let received = 0;
+      try {
+        for await (const _ of http.watchChanges({ after: "endless" })) received++;
+        return { received, error: undefined };
+      } catch (error) {
+        return { received, error: error as ConnectError };
+      }
+    })();
+
     const slowGrpc = unary(f.client, m.updateProfile, { userId: "g", name: "n" });
     const slowHttp = http.updateProfile({ userId: "h", name: "n" });
     await new Promise((resolve) => setTimeout(resolve, 50));
@@ -44,13 +54,16 @@ describe("shutdown", () => {
     const { error } = await streamed;
     expect(error?.code).toBe(grpc.status.UNAVAILABLE);
     expect(error?.details).toBe("the server is shutting down");
+    const httpStreamEnd = await httpStream;
+    expect(httpStreamEnd.received).toBeGreaterThan(0);
+    expect(httpStreamEnd.error?.code).toBe(Code.Unavailable);
     await stopped;
     // Health watchers learn NOT_SERVING before their stream ends.
     expect(watched).toEqual([HealthStatus.SERVING, HealthStatus.NOT_SERVING]);
     expect((await watchEnded).error?.code).toBe(grpc.status.UNAVAILABLE);
     expect(Date.now() - started).toBeLessThan(2000);
     expect(f.probe.completedSlow).toBe(2);
-    await until(() => f.probe.streamFinished === 1);
+    await until(() => f.probe.streamFinished === 2);
 
     const refused = await fetch(`${f.httpBase}/healthz`).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(Error);
