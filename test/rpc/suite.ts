@@ -1,0 +1,886 @@
+// The end-to-end suite: the real app on port 0, called through a real @grpc/grpc-js client and over
+// Connect JSON with fetch, asserting what a user sees (status code and message, response fields, rows in
+// FLIP's tables). The same suite runs on a SQLite file and on PostgreSQL.
+
+import { randomUUID } from "node:crypto";
+import { type MessageShape, toJson } from "@bufbuild/protobuf";
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  type AuditEvent,
+  AuthzService,
+  ChangeKind,
+  ListRolesResponseSchema,
+  type WatchChangesResponse,
+} from "../../gen/flip/authz/v1/authz_pb.ts";
+import { type AppDatabase, eventually, startTestApp, type TestApp, take } from "../helpers/app.ts";
+
+const m = AuthzService.method;
+const S = grpc.status;
+
+export const NIL = "00000000-0000-0000-0000-000000000000";
+export const ADMIN_ID = "64d3145b-034c-4328-b637-8eb54313b7c5";
+export const RESEARCHER_ID = "10b64ed0-bc90-4c01-9cc3-933c704905c1";
+export const VIEWER_ID = "cdee79c9-a5e1-4b9e-a315-1ec2f3d29efe";
+export const CAN_MANAGE_USERS_ID = "f6dbd04e-d1ef-4cb7-84c2-c29fb35cf83b";
+export const CAN_CREATE_PROJECTS_ID = "1140ab45-fefb-4a3b-b350-90dd84f9be4b";
+
+export const PERMISSIONS: [string, string][] = [
+  ["CAN_ACCESS_ADMIN_PANEL", "6d1da2d7-e510-488c-9085-8608cd817256"],
+  ["CAN_APPROVE_PROJECTS", "e2703e64-0186-4bc1-ac40-ba4ef63255ec"],
+  ["CAN_CREATE_PROJECTS", "1140ab45-fefb-4a3b-b350-90dd84f9be4b"],
+  ["CAN_DELETE_ANY_PROJECT", "fa2f251f-9d4d-4ba7-8dd1-becd9230dac0"],
+  ["CAN_MANAGE_DEPLOYMENTS", "4c9769ed-a939-4c73-b320-139f574368c3"],
+  ["CAN_MANAGE_PROJECTS", "fc2f242e-848f-4983-ab14-fd3c5604535d"],
+  ["CAN_MANAGE_SITE_BANNER", "5a6c4185-6c90-4b26-bc87-f9436e2042b8"],
+  ["CAN_MANAGE_USERS", "f6dbd04e-d1ef-4cb7-84c2-c29fb35cf83b"],
+  ["CAN_UNSTAGE_PROJECTS", "a695be07-23c7-448d-a5df-36c3f63ca29d"],
+];
+const ALL_PERMISSION_NAMES = PERMISSIONS.map(([name]) => name);
+
+const REVISION_MESSAGE = "must be a revision (from written_at, checked_at or WatchChanges)";
+
+function rev(value: string): bigint {
+  expect(value).toMatch(/^\d+$/);
+  return BigInt(value);
+}
+
+/** The server registers a watcher when it handles the call; give it time to do so before writing. */
+function settle(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabase>): void {
+  describe(`AuthzService end to end on ${label}`, () => {
+    let db: AppDatabase;
+    let t: TestApp;
+    const sql = (query: string, params?: (string | number | null)[]) => db.sql(query, params);
+
+    beforeAll(async () => {
+      db = await createDatabase();
+      t = await startTestApp(db.url);
+    });
+    afterAll(async () => {
+      await t?.close();
+      await db?.close();
+    });
+
+    const client = () => t.client;
+    const assign = (userId: string, role: string) => client().call(m.assignRole, { userId, role });
+    const revoke = (userId: string, role: string) => client().call(m.revokeRole, { userId, role });
+    const setRoles = (userId: string, roles: string[]) => client().call(m.setUserRoles, { userId, roles });
+    const check = (
+      userId: string,
+      permission: string,
+      extra: { fullyConsistent?: boolean; atLeastAsFresh?: string } = {},
+    ) => client().call(m.checkPermission, { userId, permission, ...extra });
+    const auditRows = (userId: string) =>
+      sql(
+        'SELECT action, user_id, modified_by_user_id FROM users_audit WHERE user_id = ? ORDER BY "timestamp", id',
+        [userId],
+      );
+    const roleRows = async (userId: string) =>
+      (await sql("SELECT role_id FROM user_role WHERE user_id = ? ORDER BY role_id", [userId])).map((row) =>
+        String(row.role_id),
+      );
+    const profileRow = async (userId: string) =>
+      (await sql("SELECT name, organisation FROM user_profile WHERE user_id = ?", [userId]))[0];
+
+    describe("CheckPermission", () => {
+      it("allows with granted_by = the sorted names of the roles carrying the permission", async () => {
+        const user = randomUUID();
+        await assign(user, "Researcher");
+        await assign(user, "Admin");
+        const answer = await check(user, "CAN_CREATE_PROJECTS");
+        expect(answer.allowed).toBe(true);
+        expect(answer.grantedBy).toEqual(["Admin", "Researcher"]);
+        expect(answer.checkedAt).toMatch(/^\d+$/);
+        const only = await check(user, "CAN_MANAGE_USERS");
+        expect(only).toMatchObject({ allowed: true, grantedBy: ["Admin"] });
+      });
+
+      it("denies with allowed false and an empty granted_by; a user with no rows is denied, not an error", async () => {
+        const viewer = randomUUID();
+        await assign(viewer, "Viewer");
+        const denied = await check(viewer, "CAN_MANAGE_USERS");
+        expect(denied.allowed).toBe(false);
+        expect(denied.grantedBy).toEqual([]);
+        expect(denied.checkedAt).toMatch(/^\d+$/);
+        const nobody = await check(randomUUID(), "CAN_CREATE_PROJECTS");
+        expect(nobody.allowed).toBe(false);
+        expect(nobody.grantedBy).toEqual([]);
+      });
+
+      it("takes the permission by name in any case or by UUID in any case, and user_id in upper case", async () => {
+        const user = randomUUID();
+        await assign(user, "Researcher");
+        for (const permission of [
+          "CAN_CREATE_PROJECTS",
+          "can_create_projects",
+          "Can_Create_Projects",
+          CAN_CREATE_PROJECTS_ID,
+          CAN_CREATE_PROJECTS_ID.toUpperCase(),
+        ]) {
+          const answer = await check(user, permission);
+          expect({ permission, allowed: answer.allowed, grantedBy: answer.grantedBy }).toEqual({
+            permission,
+            allowed: true,
+            grantedBy: ["Researcher"],
+          });
+        }
+        const upper = await check(user.toUpperCase(), "CAN_CREATE_PROJECTS");
+        expect(upper).toMatchObject({ allowed: true, grantedBy: ["Researcher"] });
+        const denied = await check(user.toUpperCase(), CAN_MANAGE_USERS_ID.toUpperCase());
+        expect(denied).toMatchObject({ allowed: false, grantedBy: [] });
+      });
+
+      it.each([
+        [
+          { userId: "not-a-uuid", permission: "CAN_MANAGE_USERS" },
+          S.INVALID_ARGUMENT,
+          "user_id: must be a UUID",
+        ],
+        [
+          { userId: "6d1da2d7-e510-488c-9085-8608cd81725", permission: "CAN_MANAGE_USERS" },
+          S.INVALID_ARGUMENT,
+          "user_id: must be a UUID",
+        ],
+        [{ userId: "", permission: "CAN_MANAGE_USERS" }, S.INVALID_ARGUMENT, "user_id: required"],
+        [{ userId: NIL, permission: "" }, S.INVALID_ARGUMENT, "permission: required"],
+        [
+          { userId: NIL, permission: "CAN_MANAGE_USERS", atLeastAsFresh: "yesterday" },
+          S.INVALID_ARGUMENT,
+          `at_least_as_fresh: ${REVISION_MESSAGE}`,
+        ],
+        [
+          { userId: NIL, permission: "CAN_MANAGE_USERS", atLeastAsFresh: "-1" },
+          S.INVALID_ARGUMENT,
+          `at_least_as_fresh: ${REVISION_MESSAGE}`,
+        ],
+        [{ userId: NIL, permission: "CAN_FLY" }, S.NOT_FOUND, 'permission: no permission "CAN_FLY"'],
+        [
+          { userId: NIL, permission: "00000000-0000-0000-0000-00000000000a" },
+          S.NOT_FOUND,
+          'permission: no permission "00000000-0000-0000-0000-00000000000a"',
+        ],
+      ])("%j → %i %s", async (request, code, details) => {
+        expect(await client().fail(m.checkPermission, request)).toEqual({ code, details });
+      });
+    });
+
+    describe("CheckPermissions", () => {
+      it("answers every check in order, each as CheckPermission would", async () => {
+        const researcher = randomUUID();
+        const admin = randomUUID();
+        await assign(researcher, "Researcher");
+        await assign(admin, "Admin");
+        const checks = [
+          { userId: researcher, permission: "CAN_CREATE_PROJECTS" },
+          { userId: researcher, permission: "CAN_MANAGE_USERS" },
+          { userId: admin.toUpperCase(), permission: "can_manage_users" },
+          { userId: randomUUID(), permission: "CAN_CREATE_PROJECTS" },
+        ];
+        const { results } = await client().call(m.checkPermissions, { checks });
+        expect(results.map((r) => [r.allowed, r.grantedBy])).toEqual([
+          [true, ["Researcher"]],
+          [false, []],
+          [true, ["Admin"]],
+          [false, []],
+        ]);
+        for (const result of results) expect(result.checkedAt).toMatch(/^\d+$/);
+      });
+
+      it("names the bad entry by its index", async () => {
+        const good = { userId: NIL, permission: "CAN_MANAGE_USERS" };
+        const noPermission = { userId: NIL, permission: "" };
+        const badUser = { userId: "nope", permission: "CAN_MANAGE_USERS" };
+        const checks = [good, noPermission, badUser];
+        expect(await client().fail(m.checkPermissions, { checks })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "checks[1].permission: required",
+        });
+        expect(await client().fail(m.checkPermissions, { checks: [good, badUser] })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "checks[1].user_id: must be a UUID",
+        });
+        expect(await client().fail(m.checkPermissions, { checks: [good, good, badUser] })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "checks[2].user_id: must be a UUID",
+        });
+        expect(
+          await client().fail(m.checkPermissions, {
+            checks: [{ userId: NIL, permission: "CAN_MANAGE_USERS", atLeastAsFresh: "x" }],
+          }),
+        ).toEqual({ code: S.INVALID_ARGUMENT, details: `checks[0].at_least_as_fresh: ${REVISION_MESSAGE}` });
+        expect(
+          await client().fail(m.checkPermissions, {
+            checks: [good, { userId: NIL, permission: "CAN_FLY" }],
+          }),
+        ).toEqual({ code: S.NOT_FOUND, details: 'checks[1].permission: no permission "CAN_FLY"' });
+      });
+
+      it("refuses more than the default 100 checks, and AUTHZ_MAX_BATCH lowers the limit", async () => {
+        const one = { userId: NIL, permission: "CAN_MANAGE_USERS" };
+        const hundred = await client().call(m.checkPermissions, { checks: Array(100).fill(one) });
+        expect(hundred.results).toHaveLength(100);
+        expect(await client().fail(m.checkPermissions, { checks: Array(101).fill(one) })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "checks: at most 100 checks per call (got 101)",
+        });
+        const small = await startTestApp(db.url, { AUTHZ_MAX_BATCH: "3" });
+        try {
+          expect(
+            (await small.client.call(m.checkPermissions, { checks: Array(3).fill(one) })).results,
+          ).toHaveLength(3);
+          expect(await small.client.fail(m.checkPermissions, { checks: Array(4).fill(one) })).toEqual({
+            code: S.INVALID_ARGUMENT,
+            details: "checks: at most 3 checks per call (got 4)",
+          });
+        } finally {
+          await small.close();
+        }
+      });
+
+      it("answers a batch of 100 mixed checks in order, matching the single answers", async () => {
+        const [admin, researcher, both, nobody] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+        const users = [admin, researcher, both, nobody];
+        await setRoles(admin, ["Admin"]);
+        await setRoles(researcher, ["Researcher"]);
+        await setRoles(both, ["Viewer", "Researcher"]);
+        const checks = Array.from({ length: 100 }, (_, i) => {
+          const user = users[i % users.length] ?? nobody;
+          const [name, id] = PERMISSIONS[(i * 7) % PERMISSIONS.length] ?? ["", ""];
+          return { userId: i % 3 === 0 ? user.toUpperCase() : user, permission: i % 2 === 0 ? name : id };
+        });
+        const { results } = await client().call(m.checkPermissions, { checks });
+        expect(results).toHaveLength(100);
+        const singles = [];
+        for (const c of checks) singles.push(await check(c.userId, c.permission));
+        expect(results.map((r) => [r.allowed, r.grantedBy])).toEqual(
+          singles.map((r) => [r.allowed, r.grantedBy]),
+        );
+        expect(results.filter((r) => r.allowed).length).toBeGreaterThan(10);
+        expect(results.filter((r) => !r.allowed).length).toBeGreaterThan(10);
+      });
+    });
+
+    describe("AssignRole and RevokeRole", () => {
+      it("assigns once (changed, full sorted roles, one audit row) and is idempotent", async () => {
+        const user = randomUUID();
+        const first = await assign(user, "ADMIN");
+        expect(first.changed).toBe(true);
+        expect(first.roles).toEqual(["Admin"]);
+        const again = await assign(user, "admin");
+        expect(again.changed).toBe(false);
+        expect(again.roles).toEqual(["Admin"]);
+        const second = await assign(user.toUpperCase(), RESEARCHER_ID.toUpperCase());
+        expect(second.changed).toBe(true);
+        expect(second.roles).toEqual(["Admin", "Researcher"]);
+        expect(rev(second.writtenAt)).toBeGreaterThan(rev(first.writtenAt));
+        expect(await roleRows(user)).toEqual([RESEARCHER_ID, ADMIN_ID].sort());
+        expect(await auditRows(user)).toEqual([
+          { action: "Assigned role Admin", user_id: user, modified_by_user_id: NIL },
+          { action: "Assigned role Researcher", user_id: user, modified_by_user_id: NIL },
+        ]);
+      });
+
+      it("revokes once (changed, remaining roles, one audit row) and is idempotent", async () => {
+        const user = randomUUID();
+        await assign(user, "Admin");
+        const kept = await assign(user, "Viewer");
+        const revoked = await revoke(user, "ADMIN");
+        expect(revoked).toMatchObject({ changed: true, roles: ["Viewer"] });
+        expect(rev(revoked.writtenAt)).toBeGreaterThan(rev(kept.writtenAt));
+        const again = await revoke(user, ADMIN_ID);
+        expect(again).toMatchObject({ changed: false, roles: ["Viewer"] });
+        const never = await revoke(user, "Researcher");
+        expect(never).toMatchObject({ changed: false, roles: ["Viewer"] });
+        expect(await roleRows(user)).toEqual([VIEWER_ID]);
+        expect(await auditRows(user)).toEqual([
+          { action: "Assigned role Admin", user_id: user, modified_by_user_id: NIL },
+          { action: "Assigned role Viewer", user_id: user, modified_by_user_id: NIL },
+          { action: "Revoked role Admin", user_id: user, modified_by_user_id: NIL },
+        ]);
+        expect(await check(user, "CAN_MANAGE_USERS")).toMatchObject({ allowed: false, grantedBy: [] });
+      });
+
+      it.each([
+        ["assignRole", { userId: "x", role: "Admin" }, S.INVALID_ARGUMENT, "user_id: must be a UUID"],
+        ["assignRole", { userId: "", role: "Admin" }, S.INVALID_ARGUMENT, "user_id: required"],
+        ["assignRole", { userId: NIL, role: "" }, S.INVALID_ARGUMENT, "role: required"],
+        ["assignRole", { userId: NIL, role: "Pilot" }, S.NOT_FOUND, 'role: no role "Pilot"'],
+        [
+          "assignRole",
+          { userId: NIL, role: CAN_MANAGE_USERS_ID },
+          S.NOT_FOUND,
+          `role: no role "${CAN_MANAGE_USERS_ID}"`,
+        ],
+        ["revokeRole", { userId: "x", role: "Admin" }, S.INVALID_ARGUMENT, "user_id: must be a UUID"],
+        ["revokeRole", { userId: NIL, role: "" }, S.INVALID_ARGUMENT, "role: required"],
+        ["revokeRole", { userId: NIL, role: "Pilot" }, S.NOT_FOUND, 'role: no role "Pilot"'],
+      ] as const)("%s %j → %i %s", async (method, request, code, details) => {
+        const status =
+          method === "assignRole"
+            ? await client().fail(m.assignRole, request)
+            : await client().fail(m.revokeRole, request);
+        expect(status).toEqual({ code, details });
+      });
+
+      it("writes nothing for a refused call", async () => {
+        const user = randomUUID();
+        await client().fail(m.assignRole, { userId: user, role: "Pilot" });
+        expect(await roleRows(user)).toEqual([]);
+        expect(await auditRows(user)).toEqual([]);
+      });
+    });
+
+    describe("SetUserRoles", () => {
+      it("replaces the whole set, ignores duplicates, audits 'Updated user roles' only on change", async () => {
+        const user = randomUUID();
+        await assign(user, "Admin");
+        const set = await setRoles(user, ["viewer", "RESEARCHER"]);
+        expect(set).toMatchObject({ changed: true, roles: ["Researcher", "Viewer"] });
+        expect(await roleRows(user)).toEqual([RESEARCHER_ID, VIEWER_ID].sort());
+        const same = await setRoles(user, ["Viewer", VIEWER_ID.toUpperCase(), "Researcher", "researcher"]);
+        expect(same).toMatchObject({ changed: false, roles: ["Researcher", "Viewer"] });
+        const none = await setRoles(user, []);
+        expect(none).toMatchObject({ changed: true, roles: [] });
+        expect(rev(none.writtenAt)).toBeGreaterThan(rev(set.writtenAt));
+        expect(await roleRows(user)).toEqual([]);
+        const noneAgain = await setRoles(user, []);
+        expect(noneAgain).toMatchObject({ changed: false, roles: [] });
+        expect(await auditRows(user)).toEqual([
+          { action: "Assigned role Admin", user_id: user, modified_by_user_id: NIL },
+          { action: "Updated user roles", user_id: user, modified_by_user_id: NIL },
+          { action: "Updated user roles", user_id: user, modified_by_user_id: NIL },
+        ]);
+        expect(await check(user, "CAN_CREATE_PROJECTS")).toMatchObject({ allowed: false });
+      });
+
+      it("refuses an unknown role naming roles[i] and changes nothing", async () => {
+        const user = randomUUID();
+        await setRoles(user, ["Viewer"]);
+        expect(await client().fail(m.setUserRoles, { userId: user, roles: ["Admin", "Pilot"] })).toEqual({
+          code: S.NOT_FOUND,
+          details: 'roles[1]: no role "Pilot"',
+        });
+        expect(await client().fail(m.setUserRoles, { userId: user, roles: ["Admin", ""] })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "roles[1]: required",
+        });
+        expect(await client().fail(m.setUserRoles, { userId: "zz", roles: [] })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "user_id: must be a UUID",
+        });
+        expect(await roleRows(user)).toEqual([VIEWER_ID]);
+        expect(await auditRows(user)).toEqual([
+          { action: "Updated user roles", user_id: user, modified_by_user_id: NIL },
+        ]);
+      });
+    });
+
+    describe("GetProfile and UpdateProfile", () => {
+      it("GetProfile: NOT_FOUND for a user with neither profile nor role; bad ids are INVALID_ARGUMENT", async () => {
+        const user = randomUUID();
+        expect(await client().fail(m.getProfile, { userId: user })).toEqual({
+          code: S.NOT_FOUND,
+          details: `user_id: no user ${user}`,
+        });
+        expect(await client().fail(m.getProfile, { userId: "abc" })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "user_id: must be a UUID",
+        });
+      });
+
+      it("GetProfile: a user with roles and no profile gets empty strings, unset timestamps, sorted roles and permissions", async () => {
+        const user = randomUUID();
+        await setRoles(user, ["Viewer", "Researcher"]);
+        const { profile } = await client().call(m.getProfile, { userId: user.toUpperCase() });
+        expect(profile).toBeDefined();
+        expect(profile?.userId).toBe(user);
+        expect(profile?.name).toBe("");
+        expect(profile?.organisation).toBe("");
+        expect(profile?.roles).toEqual(["Researcher", "Viewer"]);
+        expect(profile?.permissions).toEqual(["CAN_CREATE_PROJECTS"]);
+        expect(profile?.createdAt).toBeUndefined();
+        expect(profile?.updatedAt).toBeUndefined();
+        await assign(user, "Admin");
+        const admin = (await client().call(m.getProfile, { userId: user })).profile;
+        expect(admin?.roles).toEqual(["Admin", "Researcher", "Viewer"]);
+        expect(admin?.permissions).toEqual(ALL_PERMISSION_NAMES);
+      });
+
+      it("UpdateProfile upserts; a name alone keeps the organisation; audited once per change", async () => {
+        const user = randomUUID();
+        const before = Date.now();
+        const created = (await client().call(m.updateProfile, { userId: user, name: "Ada" })).profile;
+        expect(created).toMatchObject({
+          userId: user,
+          name: "Ada",
+          organisation: "",
+          roles: [],
+          permissions: [],
+        });
+        if (!created?.createdAt) throw new Error("created_at is unset");
+        expect(timestampDate(created.createdAt).getTime()).toBeGreaterThanOrEqual(before - 1000);
+        expect(await profileRow(user)).toEqual({ name: "Ada", organisation: "" });
+        const org = (
+          await client().call(m.updateProfile, { userId: user.toUpperCase(), organisation: "KCL" })
+        ).profile;
+        expect(org).toMatchObject({ userId: user, name: "Ada", organisation: "KCL" });
+        const renamed = (await client().call(m.updateProfile, { userId: user, name: "Ada L." })).profile;
+        expect(renamed).toMatchObject({ name: "Ada L.", organisation: "KCL" });
+        expect(await profileRow(user)).toEqual({ name: "Ada L.", organisation: "KCL" });
+        const same = (
+          await client().call(m.updateProfile, { userId: user, name: "Ada L.", organisation: "KCL" })
+        ).profile;
+        expect(same).toMatchObject({ name: "Ada L.", organisation: "KCL" });
+        const cleared = (await client().call(m.updateProfile, { userId: user, organisation: "" })).profile;
+        expect(cleared).toMatchObject({ name: "Ada L.", organisation: "" });
+        expect(await auditRows(user)).toEqual(
+          Array(4).fill({ action: "Updated user profile", user_id: user, modified_by_user_id: NIL }),
+        );
+        const fetched = (await client().call(m.getProfile, { userId: user })).profile;
+        expect(fetched).toMatchObject({ userId: user, name: "Ada L.", organisation: "", roles: [] });
+        expect(fetched?.createdAt).toEqual(created?.createdAt);
+      });
+
+      it("stores untrusted text verbatim: emoji, HTML, quotes, backslashes", async () => {
+        const user = randomUUID();
+        const name = `<script>alert("x")</script> O'Brien "Bobby" \\ 😀 \u00e9\u0301 ${"&amp;"} ; DROP TABLE roles;--`;
+        const organisation = "King's College London — 🏥 <b>NHS</b>";
+        const { profile } = await client().call(m.updateProfile, { userId: user, name, organisation });
+        expect(profile).toMatchObject({ name, organisation });
+        expect(await profileRow(user)).toEqual({ name, organisation });
+        expect((await client().call(m.getProfile, { userId: user })).profile).toMatchObject({
+          name,
+          organisation,
+        });
+      });
+
+      it("keeps 255 code points (astral characters) and refuses 256, naming the field", async () => {
+        const user = randomUUID();
+        const max = "😀".repeat(255);
+        expect(max.length).toBe(510);
+        const { profile } = await client().call(m.updateProfile, {
+          userId: user,
+          name: max,
+          organisation: max,
+        });
+        expect(profile).toMatchObject({ name: max, organisation: max });
+        expect(await profileRow(user)).toEqual({ name: max, organisation: max });
+        const tooLong = `${max}a`;
+        expect(await client().fail(m.updateProfile, { userId: user, name: tooLong })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "name: must be at most 255 characters",
+        });
+        expect(
+          await client().fail(m.updateProfile, { userId: user, name: "ok", organisation: tooLong }),
+        ).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "organisation: must be at most 255 characters",
+        });
+        expect(await client().fail(m.updateProfile, { userId: user, name: "a".repeat(256) })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "name: must be at most 255 characters",
+        });
+        expect(await profileRow(user)).toEqual({ name: max, organisation: max });
+        expect(await auditRows(user)).toHaveLength(1);
+      });
+
+      it("refuses NUL and an empty patch, and a failed update changes nothing", async () => {
+        const user = randomUUID();
+        await client().call(m.updateProfile, { userId: user, name: "Grace", organisation: "Navy" });
+        expect(await client().fail(m.updateProfile, { userId: user, name: "Gr\0ace" })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "name: must not contain NUL characters",
+        });
+        expect(
+          await client().fail(m.updateProfile, { userId: user, name: "Hopper", organisation: "\0" }),
+        ).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "organisation: must not contain NUL characters",
+        });
+        expect(await client().fail(m.updateProfile, { userId: user })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "name: name or organisation is required",
+        });
+        expect(await client().fail(m.updateProfile, { userId: "no", name: "x" })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "user_id: must be a UUID",
+        });
+        expect(await profileRow(user)).toEqual({ name: "Grace", organisation: "Navy" });
+        expect(await auditRows(user)).toHaveLength(1);
+        const nobody = randomUUID();
+        await client().fail(m.updateProfile, { userId: nobody, name: "\0" });
+        expect(await profileRow(nobody)).toBeUndefined();
+        expect(await auditRows(nobody)).toEqual([]);
+      });
+    });
+
+    describe("ListRoles and ListPermissions", () => {
+      it("lists FLIP's three roles with their ids, descriptions and sorted permissions", async () => {
+        const { roles } = await client().call(m.listRoles, {});
+        expect(
+          roles.map((r) => ({
+            id: r.id,
+            name: r.name,
+            description: r.description,
+            permissions: r.permissions,
+          })),
+        ).toEqual([
+          {
+            id: ADMIN_ID,
+            name: "Admin",
+            description: "A role for administrators.",
+            permissions: ALL_PERMISSION_NAMES,
+          },
+          {
+            id: RESEARCHER_ID,
+            name: "Researcher",
+            description: "A researcher role, used as the default role with minimal permissions.",
+            permissions: ["CAN_CREATE_PROJECTS"],
+          },
+          {
+            id: VIEWER_ID,
+            name: "Viewer",
+            description: "Read-only access to assigned projects. Cannot create, edit, or delete resources.",
+            permissions: [],
+          },
+        ]);
+      });
+
+      it("lists the nine permissions with ids, names and descriptions", async () => {
+        const { permissions } = await client().call(m.listPermissions, {});
+        expect(permissions.map((p) => ({ id: p.id, name: p.name, description: p.description }))).toEqual(
+          PERMISSIONS.map(([name, id]) => ({ id, name, description: name })),
+        );
+      });
+    });
+
+    describe("ListAuditEvents", () => {
+      let busy: string;
+      let all: AuditEvent[];
+      beforeAll(async () => {
+        busy = randomUUID();
+        for (let i = 0; i < 55; i++) await setRoles(busy, i % 2 === 0 ? ["Viewer"] : []);
+        all = (await client().call(m.listAuditEvents, { userId: busy, pageSize: 500 })).events;
+      });
+
+      it("lists newest first, filtered by user, with FLIP's fields", async () => {
+        expect(all).toHaveLength(55);
+        for (const event of all) {
+          expect(event).toMatchObject({ action: "Updated user roles", userId: busy, modifiedByUserId: NIL });
+          expect(event.id).toMatch(/^[0-9a-f-]{36}$/);
+        }
+        const times = all.map((e) => (e.timestamp ? timestampDate(e.timestamp).getTime() : Number.NaN));
+        expect([...times].sort((a, b) => b - a)).toEqual(times);
+        const other = randomUUID();
+        await assign(other, "Viewer");
+        await revoke(other, "Viewer");
+        const { events, nextPageToken } = await client().call(m.listAuditEvents, {
+          userId: other.toUpperCase(),
+        });
+        expect(events.map((e) => [e.action, e.userId])).toEqual([
+          ["Revoked role Viewer", other],
+          ["Assigned role Viewer", other],
+        ]);
+        expect(nextPageToken).toBe("");
+        const unfiltered = await client().call(m.listAuditEvents, { pageSize: 2 });
+        expect(unfiltered.events.map((e) => e.action)).toEqual([
+          "Revoked role Viewer",
+          "Assigned role Viewer",
+        ]);
+        expect(unfiltered.nextPageToken).not.toBe("");
+      });
+
+      it("pages 50 by default (and for page_size 0)", async () => {
+        for (const pageSize of [undefined, 0]) {
+          const page = await client().call(m.listAuditEvents, {
+            userId: busy,
+            ...(pageSize === 0 && { pageSize }),
+          });
+          expect(page.events.map((e) => e.id)).toEqual(all.slice(0, 50).map((e) => e.id));
+          expect(page.nextPageToken).not.toBe("");
+          const rest = await client().call(m.listAuditEvents, {
+            userId: busy,
+            pageToken: page.nextPageToken,
+          });
+          expect(rest.events.map((e) => e.id)).toEqual(all.slice(50).map((e) => e.id));
+          expect(rest.nextPageToken).toBe("");
+        }
+      });
+
+      it("pages through with next_page_token: no duplicates, no gaps, empty token on the last page", async () => {
+        for (const pageSize of [1, 7, 11, 55]) {
+          const seen: string[] = [];
+          let token = "";
+          let pages = 0;
+          do {
+            const page = await client().call(m.listAuditEvents, { userId: busy, pageSize, pageToken: token });
+            expect(page.events.length).toBeLessThanOrEqual(pageSize);
+            seen.push(...page.events.map((e) => e.id));
+            token = page.nextPageToken;
+            pages++;
+          } while (token !== "" && pages < 100);
+          expect(seen).toEqual(all.map((e) => e.id));
+          expect(pages).toBe(Math.ceil(55 / pageSize));
+        }
+      });
+
+      it.each([
+        [{ pageSize: 501 }, "page_size: must be between 1 and 500 (0 means 50)"],
+        [{ pageSize: -1 }, "page_size: must be between 1 and 500 (0 means 50)"],
+        [{ pageToken: "garbage" }, "page_token: is not a token from this listing"],
+        [
+          { pageToken: Buffer.from('["x","y"]').toString("base64url") },
+          "page_token: is not a token from this listing",
+        ],
+        [{ userId: "nope" }, "user_id: must be a UUID"],
+      ])("%j → INVALID_ARGUMENT %s", async (request, details) => {
+        expect(await client().fail(m.listAuditEvents, request)).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details,
+        });
+      });
+
+      it("accepts page_size 500", async () => {
+        const page = await client().call(m.listAuditEvents, { pageSize: 500 });
+        expect(page.events.length).toBeGreaterThan(55);
+        expect(page.events.length).toBeLessThanOrEqual(500);
+      });
+    });
+
+    describe("WatchChanges", () => {
+      it("from a written_at: replays later changes in order, then follows live ones", async () => {
+        const user = randomUUID();
+        const first = await assign(user, "Viewer");
+        const second = await assign(user, "Researcher");
+        await client().call(m.updateProfile, { userId: user, name: "Watcher" });
+        const stream = client().stream(m.watchChanges, { after: first.writtenAt });
+        const replay = take(stream, 3);
+        await settle(300);
+        const live = await revoke(user, "Viewer");
+        const { messages, error } = await replay;
+        expect(error).toBeUndefined();
+        const mine = messages.map((c: WatchChangesResponse) => [c.kind, c.userId]);
+        expect(mine).toEqual([
+          [ChangeKind.USER_ROLES, user],
+          [ChangeKind.PROFILE, user],
+          [ChangeKind.USER_ROLES, user],
+        ]);
+        expect(messages[0]?.revision).toBe(second.writtenAt);
+        expect(messages[2]?.revision).toBe(live.writtenAt);
+        const revisions = messages.map((c) => rev(c.revision));
+        expect([...revisions].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0))).toEqual(revisions);
+        expect(revisions[0]).toBeGreaterThan(rev(first.writtenAt));
+      });
+
+      it("with an empty after: only changes from now on", async () => {
+        const user = randomUUID();
+        await assign(user, "Viewer");
+        const stream = client().stream(m.watchChanges, { after: "" });
+        const got = take(stream, 1);
+        await settle(300);
+        const later = await assign(user, "Researcher");
+        const { messages, error } = await got;
+        expect(error).toBeUndefined();
+        expect(messages.map((c) => [c.revision, c.kind, c.userId])).toEqual([
+          [later.writtenAt, ChangeKind.USER_ROLES, user],
+        ]);
+      });
+
+      it("refuses a garbage after with INVALID_ARGUMENT", async () => {
+        const { messages, error } = await take(client().stream(m.watchChanges, { after: "garbage" }), 1);
+        expect(messages).toEqual([]);
+        expect(error).toEqual({ code: S.INVALID_ARGUMENT, details: `after: ${REVISION_MESSAGE}` });
+      });
+    });
+
+    describe("the last Admin", () => {
+      it("refuses to revoke or replace away the last Admin (FAILED_PRECONDITION), changing nothing", async () => {
+        await sql("DELETE FROM user_role WHERE role_id = ?", [ADMIN_ID]);
+        const last = randomUUID();
+        await setRoles(last, ["Admin", "Viewer"]);
+        const audits = await auditRows(last);
+        const expected = {
+          code: S.FAILED_PRECONDITION,
+          details: "the call would leave no user holding Admin",
+        };
+        expect(await client().fail(m.revokeRole, { userId: last, role: "admin" })).toEqual(expected);
+        expect(await client().fail(m.setUserRoles, { userId: last, roles: [] })).toEqual(expected);
+        expect(
+          await client().fail(m.setUserRoles, { userId: last, roles: ["Viewer", "Researcher"] }),
+        ).toEqual(expected);
+        expect(await roleRows(last)).toEqual([ADMIN_ID, VIEWER_ID].sort());
+        expect(await auditRows(last)).toEqual(audits);
+        expect(await check(last, "CAN_MANAGE_USERS", { fullyConsistent: true })).toMatchObject({
+          allowed: true,
+        });
+        // Other roles of the last admin can still go; and once a second admin exists, so can this one.
+        expect(await revoke(last, "Viewer")).toMatchObject({ changed: true, roles: ["Admin"] });
+        const next = randomUUID();
+        await assign(next, "Admin");
+        expect(await revoke(last, "Admin")).toMatchObject({ changed: true, roles: [] });
+        expect(await client().fail(m.setUserRoles, { userId: next, roles: ["Viewer"] })).toEqual(expected);
+      });
+
+      it("when no user holds Admin, other roles can still be revoked and replaced", async () => {
+        await sql("DELETE FROM user_role WHERE role_id = ?", [ADMIN_ID]);
+        const user = randomUUID();
+        await setRoles(user, ["Researcher", "Viewer"]);
+        expect(await revoke(user, "Researcher")).toMatchObject({ changed: true, roles: ["Viewer"] });
+        expect(await setRoles(user, [])).toMatchObject({ changed: true, roles: [] });
+        expect(await roleRows(user)).toEqual([]);
+      });
+    });
+
+    describe("consistency", () => {
+      it("a check at_least_as_fresh = written_at reflects the write", async () => {
+        const user = randomUUID();
+        expect(await check(user, "CAN_CREATE_PROJECTS")).toMatchObject({ allowed: false });
+        const written = await assign(user, "Researcher");
+        const fresh = await check(user, "CAN_CREATE_PROJECTS", { atLeastAsFresh: written.writtenAt });
+        expect(fresh).toMatchObject({ allowed: true, grantedBy: ["Researcher"] });
+        expect(rev(fresh.checkedAt)).toBeGreaterThanOrEqual(rev(written.writtenAt));
+        const revoked = await revoke(user, "Researcher");
+        const after = await check(user, "CAN_CREATE_PROJECTS", { atLeastAsFresh: revoked.writtenAt });
+        expect(after).toMatchObject({ allowed: false });
+      });
+
+      it("fully_consistent sees a plain-SQL insert at once; a cached check soon after", async () => {
+        const user = randomUUID();
+        // Warm the cache with the user's (empty) roles so that only invalidation can change the answer.
+        expect(await check(user, "CAN_MANAGE_USERS")).toMatchObject({ allowed: false });
+        expect(await check(user, "CAN_MANAGE_USERS")).toMatchObject({ allowed: false });
+        await sql("INSERT INTO user_role (user_id, role_id) VALUES (?, ?)", [user, ADMIN_ID]);
+        const full = await check(user, "CAN_MANAGE_USERS", { fullyConsistent: true });
+        expect(full).toMatchObject({ allowed: true, grantedBy: ["Admin"] });
+        const elapsed = await eventually(async () => (await check(user, "CAN_MANAGE_USERS")).allowed, 2000);
+        expect(elapsed).toBeLessThan(db.kind === "postgres" ? 200 : 2000);
+        // And a plain-SQL delete the same way.
+        await sql("DELETE FROM user_role WHERE user_id = ?", [user]);
+        expect(await check(user, "CAN_MANAGE_USERS", { fullyConsistent: true })).toMatchObject({
+          allowed: false,
+        });
+        await eventually(async () => !(await check(user, "CAN_MANAGE_USERS")).allowed, 2000);
+      });
+
+      it("a plain-SQL change to a role's permissions reaches cached checks", async () => {
+        const user = randomUUID();
+        await assign(user, "Viewer");
+        expect(await check(user, "CAN_MANAGE_PROJECTS")).toMatchObject({ allowed: false });
+        const id = randomUUID();
+        await sql("INSERT INTO role_permission (id, role_id, permission_id) VALUES (?, ?, ?)", [
+          id,
+          VIEWER_ID,
+          "fc2f242e-848f-4983-ab14-fd3c5604535d",
+        ]);
+        try {
+          await eventually(async () => (await check(user, "CAN_MANAGE_PROJECTS")).allowed, 2000);
+          const { roles } = await client().call(m.listRoles, {});
+          expect(roles.find((r) => r.name === "Viewer")?.permissions).toEqual(["CAN_MANAGE_PROJECTS"]);
+        } finally {
+          await sql("DELETE FROM role_permission WHERE id = ?", [id]);
+        }
+        await eventually(async () => !(await check(user, "CAN_MANAGE_PROJECTS")).allowed, 2000);
+      });
+    });
+
+    describe("cache", () => {
+      it("serves repeated checks of a warmed-up user with no new cache misses or database reads", async () => {
+        const user = randomUUID();
+        await assign(user, "Researcher");
+        await check(user, "CAN_CREATE_PROJECTS");
+        const stats = t.app.reader.stats;
+        const before = { ...stats };
+        for (let i = 0; i < 50; i++) {
+          const answer = await check(user, i % 2 ? "CAN_CREATE_PROJECTS" : "can_manage_users");
+          expect(answer.allowed).toBe(i % 2 === 1);
+        }
+        await client().call(m.checkPermissions, {
+          checks: Array(20).fill({ userId: user, permission: "CAN_CREATE_PROJECTS" }),
+        });
+        expect(stats.misses).toBe(before.misses);
+        expect(stats.databaseReads).toBe(before.databaseReads);
+        expect(stats.hits).toBe(before.hits + 70);
+      });
+    });
+
+    describe("Connect JSON over HTTP", () => {
+      const post = (method: string, body: unknown) =>
+        fetch(`${t.httpBase}/flip.authz.v1.AuthzService/${method}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+
+      it("answers CheckPermission and ListRoles as the gRPC listener does", async () => {
+        const user = randomUUID();
+        await setRoles(user, ["Researcher", "Viewer"]);
+        const response = await post("CheckPermission", {
+          userId: user.toUpperCase(),
+          permission: "can_create_projects",
+        });
+        expect(response.status).toBe(200);
+        const body = (await response.json()) as Record<string, unknown>;
+        expect(body.allowed).toBe(true);
+        expect(body.grantedBy).toEqual(["Researcher"]);
+        expect(String(body.checkedAt)).toMatch(/^\d+$/);
+        const denied = await post("CheckPermission", { user_id: user, permission: "CAN_MANAGE_USERS" });
+        expect(denied.status).toBe(200);
+        const deniedBody = (await denied.json()) as Record<string, unknown>;
+        expect(deniedBody.allowed ?? false).toBe(false);
+        expect(deniedBody.grantedBy ?? []).toEqual([]);
+
+        const roles = await post("ListRoles", {});
+        expect(roles.status).toBe(200);
+        const grpcRoles: MessageShape<typeof ListRolesResponseSchema> = await client().call(m.listRoles, {});
+        expect(await roles.json()).toEqual(toJson(ListRolesResponseSchema, grpcRoles));
+      });
+
+      it("maps an error to the Connect JSON error body with the same message, HTTP 400", async () => {
+        const response = await post("CheckPermission", { userId: "nope", permission: "CAN_MANAGE_USERS" });
+        expect(response.status).toBe(400);
+        expect(response.headers.get("content-type")).toContain("application/json");
+        expect(await response.json()).toEqual({
+          code: "invalid_argument",
+          message: "user_id: must be a UUID",
+        });
+        const missing = await post("GetProfile", { userId: randomUUID() });
+        expect(missing.status).toBe(404);
+        expect(((await missing.json()) as { code: string }).code).toBe("not_found");
+      });
+
+      it("serves /healthz, /readyz and /metrics", async () => {
+        const health = await fetch(`${t.httpBase}/healthz`);
+        expect(health.status).toBe(200);
+        await health.arrayBuffer();
+        const ready = await fetch(`${t.httpBase}/readyz`);
+        expect(ready.status).toBe(200);
+        await ready.arrayBuffer();
+        await check(randomUUID(), "CAN_MANAGE_USERS");
+        const metrics = await fetch(`${t.httpBase}/metrics`);
+        expect(metrics.status).toBe(200);
+        const text = await metrics.text();
+        expect(text).toMatch(/^authz_rpc_handled_total\{.*\} \d+/m);
+        expect(text).toMatch(/^authz_cache_hits(_total)? \d+/m);
+      });
+    });
+
+    describe("INTERNAL", () => {
+      it("answers 'internal error' without SQL or stack when a table has gone, and recovers", async () => {
+        await sql("ALTER TABLE users_audit RENAME TO users_audit_away");
+        let status: { code: number; details: string };
+        try {
+          status = await client().fail(m.listAuditEvents, {});
+        } finally {
+          await sql("ALTER TABLE users_audit_away RENAME TO users_audit");
+        }
+        expect(status).toEqual({ code: S.INTERNAL, details: "internal error" });
+        expect((await client().call(m.listAuditEvents, { pageSize: 1 })).events).toHaveLength(1);
+      });
+    });
+  });
+}
