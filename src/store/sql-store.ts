@@ -31,6 +31,7 @@ import { PollingFeed, PostgresFeed } from "./change-feed.ts";
 import { toDomainError, withRetries } from "./errors.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { runMigrations } from "./migrate.ts";
+import { AUDIT_TIME_POSTGRES } from "./migrations/20261130-flip-schema.ts";
 import { createOrm, type Dialect, type Orm, toDate } from "./orm.ts";
 
 export interface OpenStoreOptions {
@@ -411,9 +412,9 @@ class SqlStore implements Store {
 
   async listAudit(options: { userId?: string; limit: number; before?: AuditCursor }): Promise<AuditPage> {
     const d = this.dialect;
-    // PostgreSQL keeps microseconds but a cursor carries milliseconds: order and compare on the
-    // millisecond-truncated time so a page boundary inside one millisecond neither skips nor repeats rows.
-    const time = d.kind === "postgres" ? `date_trunc('milliseconds', "timestamp")` : `"timestamp"`;
+    // PostgreSQL: the millisecond-truncated UTC time (see AUDIT_TIME_POSTGRES), so a page boundary inside
+    // one millisecond neither skips nor repeats rows, and the expression index serves the order.
+    const time = d.kind === "postgres" ? AUDIT_TIME_POSTGRES : `"timestamp"`;
     const where: string[] = [];
     const params: unknown[] = [];
     if (options.userId !== undefined) {
@@ -421,20 +422,20 @@ class SqlStore implements Store {
       params.push(options.userId.toLowerCase());
     }
     if (options.before) {
-      const at = d.timestamp(options.before.timestamp);
       const id = options.before.id.toLowerCase();
       if (d.kind === "postgres") {
-        // The first bound lets the (timestamp, id) index narrow the scan.
-        where.push(`"timestamp" < ?::timestamptz + interval '1 millisecond'`);
-        where.push(`(${time}, id) < (?::timestamptz, ?::uuid)`);
-        params.push(at, at, id);
+        where.push(`(${time}, id) < (?::timestamp, ?::uuid)`);
+        // A UTC timestamp without zone, matching the expression's type.
+        params.push(options.before.timestamp.toISOString().replace("Z", ""), id);
       } else {
+        const at = d.timestamp(options.before.timestamp);
         where.push(`("timestamp" < ? OR ("timestamp" = ? AND id < ?))`);
         params.push(at, at, id);
       }
     }
     params.push(options.limit + 1);
-    const sql = `SELECT id, action, user_id, modified_by_user_id, ${d.millis(time)} AS ts FROM users_audit
+    const millis = d.kind === "postgres" ? `(extract(epoch from ${time}) * 1000)::float8` : time;
+    const sql = `SELECT id, action, user_id, modified_by_user_id, ${millis} AS ts FROM users_audit
       ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
       ORDER BY ${time} DESC, id DESC LIMIT ?`;
     return this.read("listAudit", async (em) => {

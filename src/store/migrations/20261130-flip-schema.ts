@@ -15,10 +15,25 @@ const LOGGED = [
 ] as const;
 
 const INDEXES = [
-  `CREATE INDEX IF NOT EXISTS users_audit_timestamp_id_idx ON users_audit ("timestamp", id)`,
-  `CREATE INDEX IF NOT EXISTS users_audit_user_id_timestamp_id_idx ON users_audit (user_id, "timestamp", id)`,
   `CREATE INDEX IF NOT EXISTS user_role_role_id_idx ON user_role (role_id)`,
   `CREATE INDEX IF NOT EXISTS role_permission_role_id_idx ON role_permission (role_id)`,
+];
+
+/**
+ * The audit listing pages on (timestamp, id). PostgreSQL keeps microseconds but a page cursor carries
+ * milliseconds, so there the listing orders by the UTC time truncated to milliseconds: an immutable
+ * expression, hence indexable. SQLite stores milliseconds already.
+ */
+export const AUDIT_TIME_POSTGRES = `date_trunc('milliseconds', "timestamp" AT TIME ZONE 'UTC')`;
+
+const AUDIT_INDEXES_POSTGRES = [
+  `CREATE INDEX IF NOT EXISTS users_audit_timestamp_id_idx ON users_audit ((${AUDIT_TIME_POSTGRES}), id)`,
+  `CREATE INDEX IF NOT EXISTS users_audit_user_id_timestamp_id_idx ON users_audit (user_id, (${AUDIT_TIME_POSTGRES}), id)`,
+];
+
+const AUDIT_INDEXES_SQLITE = [
+  `CREATE INDEX IF NOT EXISTS users_audit_timestamp_id_idx ON users_audit ("timestamp", id)`,
+  `CREATE INDEX IF NOT EXISTS users_audit_user_id_timestamp_id_idx ON users_audit (user_id, "timestamp", id)`,
 ];
 
 export class Migration20261130FlipSchema extends Migration {
@@ -49,7 +64,7 @@ export class Migration20261130FlipSchema extends Migration {
     this.addSql(`CREATE TABLE IF NOT EXISTS user_role (user_id UUID NOT NULL, role_id UUID NOT NULL,
       CONSTRAINT user_role_pkey PRIMARY KEY (user_id, role_id),
       CONSTRAINT user_role_role_id_fkey FOREIGN KEY (role_id) REFERENCES roles (id))`);
-    for (const sql of INDEXES) this.addSql(sql);
+    for (const sql of [...INDEXES, ...AUDIT_INDEXES_POSTGRES]) this.addSql(sql);
 
     this.addSql(`CREATE TABLE IF NOT EXISTS authz_revision (id integer NOT NULL PRIMARY KEY CHECK (id = 1),
       revision bigint NOT NULL)`);
@@ -115,7 +130,7 @@ $fn$`);
       permission_id text NOT NULL REFERENCES permission (id) ON DELETE CASCADE)`);
     this.addSql(`CREATE TABLE IF NOT EXISTS user_role (user_id text NOT NULL, role_id text NOT NULL REFERENCES roles (id),
       PRIMARY KEY (user_id, role_id))`);
-    for (const sql of INDEXES) this.addSql(sql);
+    for (const sql of [...INDEXES, ...AUDIT_INDEXES_SQLITE]) this.addSql(sql);
 
     this.addSql(`CREATE TABLE IF NOT EXISTS authz_revision (id integer NOT NULL PRIMARY KEY CHECK (id = 1),
       revision integer NOT NULL)`);
