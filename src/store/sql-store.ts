@@ -139,6 +139,14 @@ class WriteContext {
 
 const NO_ADMIN = "the call would leave no user holding Admin";
 
+/** The rows whose `column` equals `ref` exactly, or else case-insensitively (Unicode case folding). */
+function matchName(rows: Row[], column: string, ref: string): Row[] {
+  const exact = rows.filter((row) => row[column] === ref);
+  if (exact.length > 0) return exact;
+  const folded = ref.toLowerCase();
+  return rows.filter((row) => str(row[column]).toLowerCase() === folded);
+}
+
 class SqlStore implements Store {
   private readonly orm: Orm;
   private readonly database: DatabaseConfig;
@@ -191,10 +199,12 @@ class SqlStore implements Store {
 
   async resolveRole(ref: string): Promise<RoleName | null> {
     return this.read("resolveRole", async (em) => {
+      // Names are matched here rather than with SQL lower(), which folds only ASCII on SQLite; the tables
+      // hold a handful of rows.
       const rows = isUuid(ref)
         ? await em.execute<Row[]>("SELECT id, name FROM roles WHERE id = ?", [ref.toLowerCase()])
-        : await em.execute<Row[]>("SELECT id, name FROM roles WHERE lower(name) = lower(?)", [ref]);
-      const row = rows.find((candidate) => candidate.name === ref) ?? rows[0];
+        : matchName(await em.execute<Row[]>("SELECT id, name FROM roles"), "name", ref);
+      const row = rows[0];
       return row ? { id: str(row.id), name: str(row.name) } : null;
     });
   }
@@ -204,8 +214,8 @@ class SqlStore implements Store {
       const select = "SELECT id, permission_name, permission_description FROM permission";
       const rows = isUuid(ref)
         ? await em.execute<Row[]>(`${select} WHERE id = ?`, [ref.toLowerCase()])
-        : await em.execute<Row[]>(`${select} WHERE lower(permission_name) = lower(?)`, [ref]);
-      const row = rows.find((candidate) => candidate.permission_name === ref) ?? rows[0];
+        : matchName(await em.execute<Row[]>(select), "permission_name", ref);
+      const row = rows[0];
       return row
         ? { id: str(row.id), name: str(row.permission_name), description: str(row.permission_description) }
         : null;

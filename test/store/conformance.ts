@@ -137,6 +137,15 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
         expect(await store.resolveRole(`Twin${suffix}`)).toEqual({ id: upper, name: `Twin${suffix}` });
       });
 
+      it("matches non-ASCII names case-insensitively on every engine", async () => {
+        const id = randomUUID();
+        await insertRole(fx, id, `Élève ${id.slice(0, 8)}`);
+        expect(await store.resolveRole(`éLÈVE ${id.slice(0, 8).toUpperCase()}`)).toEqual({
+          id,
+          name: `Élève ${id.slice(0, 8)}`,
+        });
+      });
+
       it("resolvePermission by name (any case) or UUID", async () => {
         const manage = {
           id: PERMISSIONS.CAN_MANAGE_USERS,
