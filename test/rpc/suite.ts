@@ -791,7 +791,9 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
     describe("cache", () => {
       it("serves repeated checks of a warmed-up user with no new cache misses or database reads", async () => {
         const user = randomUUID();
-        await assign(user, "Researcher");
+        const written = await assign(user, "Researcher");
+        // Steady state: the feed has delivered this write (its invalidation is behind us), then one miss.
+        await eventually(async () => t.app.reader.appliedRevision >= Number(written.writtenAt));
         await check(user, "CAN_CREATE_PROJECTS");
         const stats = t.app.reader.stats;
         const before = { ...stats };
