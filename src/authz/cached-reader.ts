@@ -147,10 +147,12 @@ export class CachedReader implements Reader {
   async #mayServe(consistency: Consistency): Promise<boolean> {
     if (!this.#live || consistency.kind === "full") return false;
     if (consistency.kind === "cached" || this.#applied >= consistency.atLeast) return true;
-    return this.#waitFor(consistency.atLeast);
+    return this.waitFor(consistency.atLeast, this.#freshnessWaitMs);
   }
 
-  #waitFor(revision: Revision): Promise<boolean> {
+  /** Resolves true once every change up to `revision` is reflected here, false after `timeoutMs`. */
+  waitFor(revision: Revision, timeoutMs: number): Promise<boolean> {
+    if (this.#applied >= revision) return Promise.resolve(true);
     return new Promise((resolve) => {
       const waiter = {
         revision,
@@ -158,7 +160,7 @@ export class CachedReader implements Reader {
         timer: setTimeout(() => {
           this.#waiters.delete(waiter);
           resolve(false);
-        }, this.#freshnessWaitMs),
+        }, timeoutMs),
       };
       this.#waiters.add(waiter);
     });
