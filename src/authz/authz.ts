@@ -79,6 +79,15 @@ const MAX_PAGE_SIZE = 500;
 /** A watcher that falls this far behind goes back to reading the change log. */
 const WATCH_BUFFER_LIMIT = 10_000;
 
+/** How much of a caller's reference an error message repeats: messages travel in a gRPC trailer. */
+const MAX_ECHO = 64;
+
+/** The reference as an error message quotes it, cut to MAX_ECHO code points. */
+function quote(ref: string): string {
+  const points = [...ref];
+  return JSON.stringify(points.length <= MAX_ECHO ? ref : `${points.slice(0, MAX_ECHO).join("")}…`);
+}
+
 function required(value: string, field: string): string {
   if (value === "") throw new InvalidArgumentError(field, "required");
   return value;
@@ -136,8 +145,7 @@ export class Authz {
     const consistency = consistencyOf(input, prefix);
     const view = await this.#reader.user(userId, consistency);
     const permission = view.index.resolvePermission(permissionRef);
-    if (!permission)
-      throw new NotFoundError(`${prefix}permission: no permission ${JSON.stringify(permissionRef)}`);
+    if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${quote(permissionRef)}`);
     const grantedBy = view.index.grantedBy(view.roles, permission.id);
     return { allowed: grantedBy.length > 0, grantedBy, checkedAt: formatRevision(view.revision) };
   }
@@ -339,7 +347,7 @@ export class Authz {
     const cached = index.resolveRole(ref);
     if (cached) return cached;
     const stored = await this.#store.resolveRole(ref);
-    if (!stored) throw new NotFoundError(`${field}: no role ${JSON.stringify(ref)}`);
+    if (!stored) throw new NotFoundError(`${field}: no role ${quote(ref)}`);
     return stored;
   }
 

@@ -380,6 +380,52 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
       });
     });
 
+    describe("huge references", () => {
+      // A NOT_FOUND message used to quote the whole reference: a 100 000-character role went back in the
+      // grpc-message trailer, the client reset the HTTP/2 session, and every call sharing it failed.
+      const huge = "x".repeat(100_000);
+      const quoted = `"${"x".repeat(64)}…"`;
+
+      it.each([
+        ["assignRole", `role: no role ${quoted}`],
+        ["revokeRole", `role: no role ${quoted}`],
+        ["setUserRoles", `roles[1]: no role ${quoted}`],
+        ["checkPermission", `permission: no permission ${quoted}`],
+        ["checkPermissions", `checks[0].permission: no permission ${quoted}`],
+      ] as const)(
+        "%s answers NOT_FOUND quoting the reference cut short, and the connection keeps serving",
+        async (method, details) => {
+          const userId = randomUUID();
+          const c = client();
+          const status =
+            method === "assignRole"
+              ? await c.fail(m.assignRole, { userId, role: huge })
+              : method === "revokeRole"
+                ? await c.fail(m.revokeRole, { userId, role: huge })
+                : method === "setUserRoles"
+                  ? await c.fail(m.setUserRoles, { userId, roles: ["Viewer", huge] })
+                  : method === "checkPermission"
+                    ? await c.fail(m.checkPermission, { userId, permission: huge })
+                    : await c.fail(m.checkPermissions, { checks: [{ userId, permission: huge }] });
+          expect(status).toEqual({ code: S.NOT_FOUND, details });
+          expect((await c.call(m.listPermissions, {})).permissions).toHaveLength(9);
+          expect(await roleRows(userId)).toEqual([]);
+        },
+      );
+
+      it("quotes a reference of exactly 64 code points whole", async () => {
+        const ref = "😀".repeat(64);
+        expect(await client().fail(m.assignRole, { userId: NIL, role: ref })).toEqual({
+          code: S.NOT_FOUND,
+          details: `role: no role "${ref}"`,
+        });
+        expect(await client().fail(m.assignRole, { userId: NIL, role: `${ref}a` })).toEqual({
+          code: S.NOT_FOUND,
+          details: `role: no role "${ref}…"`,
+        });
+      });
+    });
+
     describe("GetProfile and UpdateProfile", () => {
       it("GetProfile: NOT_FOUND for a user with neither profile nor role; bad ids are INVALID_ARGUMENT", async () => {
         const user = randomUUID();
@@ -785,6 +831,111 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
           await sql("DELETE FROM role_permission WHERE id = ?", [id]);
         }
         await eventually(async () => !(await check(user, "CAN_MANAGE_PROJECTS")).allowed, 2000);
+      });
+    });
+
+    describe("rows written by FLIP directly", () => {
+      const at = (iso: string) => (db.kind === "postgres" ? iso : Date.parse(iso));
+
+      it("pages through audit rows that share a millisecond (FLIP writes microseconds) without gaps or repeats", async () => {
+        const user = randomUUID();
+        const ids: string[] = [];
+        for (let i = 0; i < 6; i++) {
+          const id = randomUUID();
+          ids.push(id);
+          await sql(
+            'INSERT INTO users_audit (id, action, user_id, modified_by_user_id, "timestamp") VALUES (?, ?, ?, ?, ?)',
+            [id, "Registered user", user, NIL, at(`2026-01-01T00:00:00.123${i}00Z`)],
+          );
+        }
+        for (const pageSize of [1, 2, 4]) {
+          const seen: string[] = [];
+          let token = "";
+          let pages = 0;
+          do {
+            const page = await client().call(m.listAuditEvents, { userId: user, pageSize, pageToken: token });
+            seen.push(...page.events.map((e) => e.id));
+            token = page.nextPageToken;
+            pages++;
+          } while (token !== "" && pages < 20);
+          expect([...seen].sort()).toEqual([...ids].sort());
+          expect(new Set(seen).size).toBe(6);
+        }
+        const { events } = await client().call(m.listAuditEvents, { userId: user });
+        expect(events[0]?.action).toBe("Registered user");
+        expect(events[0]?.timestamp && timestampDate(events[0].timestamp).toISOString()).toBe(
+          "2026-01-01T00:00:00.123Z",
+        );
+      });
+
+      it("honours a role and a permission added by plain SQL", async () => {
+        const roleId = randomUUID();
+        const permissionId = randomUUID();
+        const now = at(new Date().toISOString());
+        await sql("INSERT INTO permission (id, permission_name, permission_description) VALUES (?, ?, ?)", [
+          permissionId,
+          "CAN_AUDIT_SITES",
+          "Audit sites",
+        ]);
+        await sql(
+          "INSERT INTO roles (id, name, description, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+          [roleId, "Auditor", "Audits things.", now, now],
+        );
+        await sql("INSERT INTO role_permission (id, role_id, permission_id) VALUES (?, ?, ?)", [
+          randomUUID(),
+          roleId,
+          permissionId,
+        ]);
+        const user = randomUUID();
+        // At once, by name in another case: the role is looked up in the database when the cache lacks it.
+        expect(await assign(user, "auditor")).toMatchObject({ changed: true, roles: ["Auditor"] });
+        const full = await check(user, "can_audit_sites", { fullyConsistent: true });
+        expect(full).toMatchObject({ allowed: true, grantedBy: ["Auditor"] });
+        await eventually(async () => {
+          const { roles } = await client().call(m.listRoles, {});
+          return roles.some((r) => r.name === "Auditor");
+        });
+        const { roles } = await client().call(m.listRoles, {});
+        expect(roles.map((r) => r.name)).toEqual(["Admin", "Auditor", "Researcher", "Viewer"]);
+        expect(roles.find((r) => r.name === "Auditor")).toMatchObject({
+          id: roleId,
+          description: "Audits things.",
+          permissions: ["CAN_AUDIT_SITES"],
+        });
+        expect(await check(user, "CAN_AUDIT_SITES")).toMatchObject({ allowed: true, grantedBy: ["Auditor"] });
+        expect(await check(user, permissionId.toUpperCase())).toMatchObject({ allowed: true });
+        const { permissions } = await client().call(m.listPermissions, {});
+        expect(permissions.map((p) => p.name)).toContain("CAN_AUDIT_SITES");
+        expect((await client().call(m.getProfile, { userId: user })).profile).toMatchObject({
+          roles: ["Auditor"],
+          permissions: ["CAN_AUDIT_SITES"],
+        });
+        // Leave the catalog as FLIP seeds it for the listing tests.
+        await setRoles(user, []);
+        await sql("DELETE FROM roles WHERE id = ?", [roleId]);
+        await sql("DELETE FROM permission WHERE id = ?", [permissionId]);
+        await eventually(async () => (await client().call(m.listRoles, {})).roles.length === 3);
+      });
+
+      it("shows a profile FLIP wrote", async () => {
+        const user = randomUUID();
+        await sql(
+          "INSERT INTO user_profile (user_id, name, organisation, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+          [user, "Flip User", "GSTT", at("2025-05-06T07:08:09.010Z"), at("2025-05-06T07:08:09.010Z")],
+        );
+        const { profile } = await client().call(m.getProfile, { userId: user });
+        expect(profile).toMatchObject({ userId: user, name: "Flip User", organisation: "GSTT", roles: [] });
+        expect(profile?.createdAt && timestampDate(profile.createdAt).toISOString()).toBe(
+          "2025-05-06T07:08:09.010Z",
+        );
+        const updated = (await client().call(m.updateProfile, { userId: user, organisation: "KCL" })).profile;
+        expect(updated).toMatchObject({ name: "Flip User", organisation: "KCL" });
+        expect(updated?.createdAt && timestampDate(updated.createdAt).toISOString()).toBe(
+          "2025-05-06T07:08:09.010Z",
+        );
+        expect(updated?.updatedAt && timestampDate(updated.updatedAt).getTime()).toBeGreaterThan(
+          Date.parse("2025-05-06T07:08:09.010Z"),
+        );
       });
     });
 
