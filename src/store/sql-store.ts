@@ -139,6 +139,11 @@ class WriteContext {
 
 const NO_ADMIN = "the call would leave no user holding Admin";
 
+/** Parameters are inlined into the SQL text by the ORM: numbers must be plain non-negative integers. */
+function wholeNumber(value: number): number {
+  return Number.isFinite(value) ? Math.max(0, Math.trunc(value)) : 0;
+}
+
 /** The rows whose `column` equals `ref` exactly, or else case-insensitively (Unicode case folding). */
 function matchName(rows: Row[], column: string, ref: string): Row[] {
   const exact = rows.filter((row) => row[column] === ref);
@@ -443,14 +448,15 @@ class SqlStore implements Store {
         params.push(at, at, id);
       }
     }
-    params.push(options.limit + 1);
+    const limit = wholeNumber(options.limit);
+    params.push(limit + 1);
     const millis = d.kind === "postgres" ? `(extract(epoch from ${time}) * 1000)::float8` : time;
     const sql = `SELECT id, action, user_id, modified_by_user_id, ${millis} AS ts FROM users_audit
       ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
       ORDER BY ${time} DESC, id DESC LIMIT ?`;
     return this.read("listAudit", async (em) => {
       const rows = await em.execute<Row[]>(sql, params);
-      const events: AuditEvent[] = rows.slice(0, options.limit).map((row) => ({
+      const events: AuditEvent[] = rows.slice(0, limit).map((row) => ({
         id: str(row.id),
         action: str(row.action),
         userId: str(row.user_id),
@@ -458,7 +464,7 @@ class SqlStore implements Store {
         timestamp: toDate(row.ts),
       }));
       const last = events[events.length - 1];
-      return rows.length > options.limit && last
+      return rows.length > limit && last
         ? { events, next: { timestamp: last.timestamp, id: last.id } }
         : { events };
     });
@@ -482,7 +488,7 @@ class SqlStore implements Store {
     return this.read("changesAfter", async (em) => {
       const rows = await em.execute<Row[]>(
         "SELECT revision, kind, user_id FROM authz_change_log WHERE revision > ? ORDER BY revision LIMIT ?",
-        [after, limit],
+        [wholeNumber(after), wholeNumber(limit)],
       );
       return rows.map((row) => ({
         revision: num(row.revision),
