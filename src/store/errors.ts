@@ -49,11 +49,16 @@ function messageOf(error: DriverLikeError): string {
   return typeof error.message === "string" ? error.message.toLowerCase() : "";
 }
 
-/** A conflict another attempt may not hit: PostgreSQL serialization failure/deadlock, SQLite busy/locked. */
+/**
+ * A conflict another attempt may not hit: PostgreSQL serialization failure, deadlock or a unique violation
+ * from a concurrent insert; SQLite busy/locked.
+ */
 export function isRetryable(error: unknown): boolean {
   if (typeof error !== "object" || error === null) return false;
   const code = codeOf(error);
   if (code === "40001" || code === "40P01") return true;
+  // A row another writer (FLIP) inserted between our read and our insert: the retry sees it and updates.
+  if (code === "23505") return true;
   if (code.startsWith("SQLITE_BUSY") || code.startsWith("SQLITE_LOCKED")) return true;
   return messageOf(error).includes("database is locked");
 }

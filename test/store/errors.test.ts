@@ -11,7 +11,7 @@ function driverError(message: string, code?: string): Error {
 }
 
 it("serialization failures and deadlocks are retried, then AbortedError", async () => {
-  for (const code of ["40001", "40P01", "SQLITE_BUSY"]) {
+  for (const code of ["40001", "40P01", "23505", "SQLITE_BUSY"]) {
     let calls = 0;
     const error = await withRetries("test", silentLogger, async () => {
       calls++;
