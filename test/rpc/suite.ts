@@ -782,6 +782,60 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
       });
     });
 
+    describe("races", () => {
+      it("ten concurrent AssignRole of one role: one change, one audit row, no error", async () => {
+        const user = randomUUID();
+        const answers = await Promise.allSettled(
+          Array.from({ length: 10 }, () => assign(user, "Researcher")),
+        );
+        const statuses = answers.map((a) =>
+          a.status === "fulfilled" ? `changed:${a.value.changed}` : `${a.reason.code} ${a.reason.details}`,
+        );
+        expect(statuses.filter((x) => x === "changed:true")).toHaveLength(1);
+        expect(statuses.filter((x) => x === "changed:false")).toHaveLength(9);
+        expect(await roleRows(user)).toEqual([RESEARCHER_ID]);
+        expect(await auditRows(user)).toEqual([
+          { action: "Assigned role Researcher", user_id: user, modified_by_user_id: NIL },
+        ]);
+      });
+
+      it("ten concurrent first UpdateProfile calls of one user: one row, no error", async () => {
+        const user = randomUUID();
+        const answers = await Promise.allSettled(
+          Array.from({ length: 10 }, (_, i) =>
+            client().call(m.updateProfile, { userId: user, name: `N${i}` }),
+          ),
+        );
+        const failures = answers.flatMap((a) =>
+          a.status === "rejected" ? [`${a.reason.code} ${a.reason.details}`] : [],
+        );
+        expect(failures).toEqual([]);
+        const rows = await sql("SELECT name FROM user_profile WHERE user_id = ?", [user]);
+        expect(rows).toHaveLength(1);
+        const audits = await auditRows(user);
+        expect(audits.length).toBeGreaterThanOrEqual(1);
+        expect(audits.length).toBeLessThanOrEqual(10);
+      });
+
+      it("two admins revoking each other at once: exactly one succeeds, one Admin remains", async () => {
+        await sql("DELETE FROM user_role WHERE role_id = ?", [ADMIN_ID]);
+        const a = randomUUID();
+        const b = randomUUID();
+        await assign(a, "Admin");
+        await assign(b, "Admin");
+        const answers = await Promise.allSettled([revoke(a, "Admin"), revoke(b, "Admin")]);
+        const outcomes = answers
+          .map((x) => (x.status === "fulfilled" ? "ok" : `${x.reason.code} ${x.reason.details}`))
+          .sort();
+        expect(outcomes).toEqual([
+          `${S.FAILED_PRECONDITION} the call would leave no user holding Admin`,
+          "ok",
+        ]);
+        const admins = await sql("SELECT user_id FROM user_role WHERE role_id = ?", [ADMIN_ID]);
+        expect(admins).toHaveLength(1);
+      });
+    });
+
     describe("consistency", () => {
       it("a check at_least_as_fresh = written_at reflects the write", async () => {
         const user = randomUUID();
@@ -793,6 +847,39 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         const revoked = await revoke(user, "Researcher");
         const after = await check(user, "CAN_CREATE_PROJECTS", { atLeastAsFresh: revoked.writtenAt });
         expect(after).toMatchObject({ allowed: false });
+      });
+
+      it("at_least_as_fresh = written_at on another replica reflects the write", async () => {
+        const replica = await startTestApp(db.url);
+        try {
+          for (let i = 0; i < 5; i++) {
+            const user = randomUUID();
+            // The replica has cached the user's empty set of roles.
+            expect(
+              await replica.client.call(m.checkPermission, {
+                userId: user,
+                permission: "CAN_CREATE_PROJECTS",
+              }),
+            ).toMatchObject({ allowed: false });
+            const written = await assign(user, "Researcher");
+            const fresh = await replica.client.call(m.checkPermission, {
+              userId: user,
+              permission: "CAN_CREATE_PROJECTS",
+              atLeastAsFresh: written.writtenAt,
+            });
+            expect(fresh).toMatchObject({ allowed: true, grantedBy: ["Researcher"] });
+            expect(rev(fresh.checkedAt)).toBeGreaterThanOrEqual(rev(written.writtenAt));
+            const revoked = await revoke(user, "Researcher");
+            const gone = await replica.client.call(m.checkPermission, {
+              userId: user,
+              permission: "CAN_CREATE_PROJECTS",
+              atLeastAsFresh: revoked.writtenAt,
+            });
+            expect(gone).toMatchObject({ allowed: false, grantedBy: [] });
+          }
+        } finally {
+          await replica.close();
+        }
       });
 
       it("fully_consistent sees a plain-SQL insert at once; a cached check soon after", async () => {
