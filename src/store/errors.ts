@@ -39,6 +39,8 @@ const CONNECTION_MESSAGES = [
   "client was closed",
   "unable to open database file",
   "terminating connection",
+  // SQLSTATE 55000 on connect: ALTER DATABASE ... ALLOW_CONNECTIONS false, or a database being dropped.
+  "is not currently accepting connections",
 ];
 
 function codeOf(error: DriverLikeError): string {

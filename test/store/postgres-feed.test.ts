@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UnavailableError } from "../../src/authz/errors.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { openStore, storeSql } from "../../src/store/index.ts";
-import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
+import { ADMIN_URL, createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
 import { recorder } from "./conformance.ts";
 
 const VIEWER_ID = "cdee79c9-a5e1-4b9e-a315-1ec2f3d29efe";
@@ -137,6 +137,35 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: change feed and lost connection
 });
 
 describe("PostgreSQL unreachable", () => {
+  it("a database refusing connections (SQLSTATE 55000) answers UnavailableError, then recovers", async () => {
+    if (!postgresAvailable) return;
+    const db = await createTestDatabase();
+    const store = await openStore({ kind: "postgres", url: db.url }, { migrate: true });
+    const admin = new pg.Client({ connectionString: ADMIN_URL });
+    admin.on("error", () => {});
+    await admin.connect();
+    try {
+      await admin.query(`ALTER DATABASE "${db.name}" ALLOW_CONNECTIONS false`);
+      await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [
+        db.name,
+      ]);
+      // Several calls: the first may meet a pooled connection already cut, the rest must open new ones.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      for (let i = 0; i < 3; i++) {
+        const error = await store.userRoles(randomUUID()).catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(UnavailableError);
+        expect((error as Error).message).toBe("the database is unavailable");
+      }
+      await admin.query(`ALTER DATABASE "${db.name}" ALLOW_CONNECTIONS true`);
+      await expect(store.userRoles(randomUUID())).resolves.toMatchObject({ roleIds: [] });
+    } finally {
+      await admin.query(`ALTER DATABASE "${db.name}" ALLOW_CONNECTIONS true`).catch(() => {});
+      await admin.end();
+      await store.close();
+      await db.drop();
+    }
+  });
+
   it("openStore fails with UnavailableError whose message holds no URL, password or SQL", async () => {
     const error = await openStore(
       { kind: "postgres", url: "postgres://postgres:s3cret@127.0.0.1:1/nowhere" },
