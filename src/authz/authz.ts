@@ -187,9 +187,11 @@ export class Authz {
 
   async setUserRoles(userIdInput: string, roleRefs: string[], actorId: string): Promise<RolesOutput> {
     const userId = parseUuid(userIdInput, "user_id");
+    // A malformed request is INVALID_ARGUMENT whatever it refers to: check every entry before any lookup.
+    roleRefs.forEach((ref, i) => required(ref, `roles[${i}]`));
     const roleIds: string[] = [];
     for (const [i, ref] of roleRefs.entries()) {
-      const role = await this.#resolveRole(required(ref, `roles[${i}]`), `roles[${i}]`);
+      const role = await this.#resolveRole(ref, `roles[${i}]`);
       if (!roleIds.includes(role.id)) roleIds.push(role.id);
     }
     return this.#afterRoleWrite(userId, await this.#store.setUserRoles(userId, roleIds, actorId));

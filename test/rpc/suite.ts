@@ -70,6 +70,8 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
     const assign = (userId: string, role: string) => client().call(m.assignRole, { userId, role });
     const revoke = (userId: string, role: string) => client().call(m.revokeRole, { userId, role });
     const setRoles = (userId: string, roles: string[]) => client().call(m.setUserRoles, { userId, roles });
+    /** Another user holds Admin, so a test may take Admin away from its own user. */
+    const keepAnAdmin = () => assign(randomUUID(), "Admin");
     const check = (
       userId: string,
       permission: string,
@@ -286,6 +288,7 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
       });
 
       it("revokes once (changed, remaining roles, one audit row) and is idempotent", async () => {
+        await keepAnAdmin();
         const user = randomUUID();
         await assign(user, "Admin");
         const kept = await assign(user, "Viewer");
@@ -337,6 +340,7 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
 
     describe("SetUserRoles", () => {
       it("replaces the whole set, ignores duplicates, audits 'Updated user roles' only on change", async () => {
+        await keepAnAdmin();
         const user = randomUUID();
         await assign(user, "Admin");
         const set = await setRoles(user, ["viewer", "RESEARCHER"]);
@@ -368,6 +372,11 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         expect(await client().fail(m.setUserRoles, { userId: user, roles: ["Admin", ""] })).toEqual({
           code: S.INVALID_ARGUMENT,
           details: "roles[1]: required",
+        });
+        // Every entry is checked for form before any is looked up, as CheckPermissions does.
+        expect(await client().fail(m.setUserRoles, { userId: user, roles: ["Pilot", "Admin", ""] })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: "roles[2]: required",
         });
         expect(await client().fail(m.setUserRoles, { userId: "zz", roles: [] })).toEqual({
           code: S.INVALID_ARGUMENT,
@@ -1100,12 +1109,24 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         const ready = await fetch(`${t.httpBase}/readyz`);
         expect(ready.status).toBe(200);
         await ready.arrayBuffer();
-        await check(randomUUID(), "CAN_MANAGE_USERS");
-        const metrics = await fetch(`${t.httpBase}/metrics`);
-        expect(metrics.status).toBe(200);
-        const text = await metrics.text();
-        expect(text).toMatch(/^authz_rpc_handled_total\{.*\} \d+/m);
-        expect(text).toMatch(/^authz_cache_hits(_total)? \d+/m);
+        const scrape = async () => {
+          const metrics = await fetch(`${t.httpBase}/metrics`);
+          expect(metrics.status).toBe(200);
+          expect(metrics.headers.get("content-type")).toContain("text/plain");
+          const text = await metrics.text();
+          const hits = /^authz_cache_hits(?:_total)? (\d+)/m.exec(text);
+          const handled = [...text.matchAll(/^authz_rpc_handled_total\{([^}]*)\} (\d+)/gm)]
+            .filter(([, labels]) => labels?.includes('CheckPermission"') && labels.includes("OK"))
+            .map(([, , value]) => Number(value));
+          return { hits: Number(hits?.[1]), handled: handled.reduce((a, b) => a + b, 0) };
+        };
+        const user = randomUUID();
+        await check(user, "CAN_MANAGE_USERS");
+        const before = await scrape();
+        for (let i = 0; i < 3; i++) await check(user, "CAN_MANAGE_USERS");
+        const after = await scrape();
+        expect(after.hits - before.hits).toBe(3);
+        expect(after.handled - before.handled).toBe(3);
       });
     });
 
