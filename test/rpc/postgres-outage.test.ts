@@ -135,10 +135,8 @@ describe.skipIf(!postgresAvailable)("PostgreSQL unreachable under a running app"
     await scenario(rename);
   });
 
-  // BUG (src/store/errors.ts): a refused connection, SQLSTATE 55000 "database ... is not currently accepting
-  // connections", is not recognised as a connection error, so every call after the pool's connections
-  // were terminated answers INTERNAL "internal error" instead of UNAVAILABLE. Drop `.fails` once fixed.
-  it.fails("answers UNAVAILABLE while the database refuses connections, keeps serving, and recovers", async () => {
+  // SQLSTATE 55000 on connect; once answered INTERNAL (fixed in c95387d).
+  it("answers UNAVAILABLE while the database refuses connections, keeps serving, and recovers", async () => {
     await scenario(refuse);
   });
 });
