@@ -1013,6 +1013,97 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         await eventually(async () => (await client().call(m.listRoles, {})).roles.length === 3);
       });
 
+      it("lists a role's permission once when FLIP stored the pair twice", async () => {
+        const user = randomUUID();
+        await assign(user, "Researcher");
+        const id = randomUUID();
+        const reloads = t.app.reader.stats.catalogReloads;
+        await sql("INSERT INTO role_permission (id, role_id, permission_id) VALUES (?, ?, ?)", [
+          id,
+          RESEARCHER_ID,
+          CAN_CREATE_PROJECTS_ID,
+        ]);
+        try {
+          await eventually(async () => t.app.reader.stats.catalogReloads > reloads);
+          const fresh = await check(user, "CAN_CREATE_PROJECTS", { fullyConsistent: true });
+          expect(fresh).toMatchObject({ allowed: true, grantedBy: ["Researcher"] });
+          const { roles } = await client().call(m.listRoles, {});
+          expect(roles.find((r) => r.name === "Researcher")?.permissions).toEqual(["CAN_CREATE_PROJECTS"]);
+          const { profile } = await client().call(m.getProfile, { userId: user });
+          expect(profile?.permissions).toEqual(["CAN_CREATE_PROJECTS"]);
+          // Removing one of the two rows leaves the permission granted.
+          await sql("DELETE FROM role_permission WHERE id = ?", [id]);
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          expect(await check(user, "CAN_CREATE_PROJECTS")).toMatchObject({ allowed: true });
+        } finally {
+          await sql("DELETE FROM role_permission WHERE id = ?", [id]);
+        }
+      });
+
+      it("follows a role and a permission renamed by plain SQL", async () => {
+        const user = randomUUID();
+        await assign(user, "Viewer");
+        await assign(user, "Researcher");
+        await sql("UPDATE roles SET name = ? WHERE id = ?", ["Observer", VIEWER_ID]);
+        await sql("UPDATE permission SET permission_name = ? WHERE id = ?", [
+          "CAN_START_PROJECTS",
+          CAN_CREATE_PROJECTS_ID,
+        ]);
+        try {
+          await eventually(async () => {
+            const { roles } = await client().call(m.listRoles, {});
+            return roles.some((r) => r.name === "Observer");
+          });
+          await eventually(async () => {
+            const { permissions } = await client().call(m.listPermissions, {});
+            return permissions.some((p) => p.name === "CAN_START_PROJECTS");
+          });
+          expect(await check(user, "can_start_projects")).toMatchObject({
+            allowed: true,
+            grantedBy: ["Researcher"],
+          });
+          expect(
+            await client().fail(m.checkPermission, { userId: user, permission: "CAN_CREATE_PROJECTS" }),
+          ).toEqual({
+            code: S.NOT_FOUND,
+            details: 'permission: no permission "CAN_CREATE_PROJECTS"',
+          });
+          expect((await client().call(m.getProfile, { userId: user })).profile?.roles).toEqual([
+            "Observer",
+            "Researcher",
+          ]);
+          expect(await revoke(user, "observer")).toMatchObject({ changed: true, roles: ["Researcher"] });
+          expect(await assign(user, "OBSERVER")).toMatchObject({
+            changed: true,
+            roles: ["Observer", "Researcher"],
+          });
+          expect((await auditRows(user)).map((r) => r.action)).toEqual([
+            "Assigned role Viewer",
+            "Assigned role Researcher",
+            "Revoked role Observer",
+            "Assigned role Observer",
+          ]);
+          expect(await client().fail(m.assignRole, { userId: user, role: "Viewer" })).toEqual({
+            code: S.NOT_FOUND,
+            details: 'role: no role "Viewer"',
+          });
+        } finally {
+          await sql("UPDATE roles SET name = ? WHERE id = ?", ["Viewer", VIEWER_ID]);
+          await sql("UPDATE permission SET permission_name = ? WHERE id = ?", [
+            "CAN_CREATE_PROJECTS",
+            CAN_CREATE_PROJECTS_ID,
+          ]);
+        }
+        await eventually(async () => {
+          const { roles } = await client().call(m.listRoles, {});
+          const { permissions } = await client().call(m.listPermissions, {});
+          return (
+            roles.some((r) => r.name === "Viewer") &&
+            permissions.some((p) => p.name === "CAN_CREATE_PROJECTS")
+          );
+        });
+      });
+
       it("shows a profile FLIP wrote", async () => {
         const user = randomUUID();
         await sql(
