@@ -147,7 +147,7 @@ export function createGrpcClient(target: string, tls?: ClientTls): ListenerClien
         (bytes: Buffer) => fromBinary(method.output, bytes),
         create(method.input, input),
         metadataOf(options),
-        {},
+        options.timeoutMs === undefined ? {} : { deadline: Date.now() + options.timeoutMs },
       );
       call.on("data", (message: MessageShape<typeof method.output>) =>
         queue.push({ message: toJson(method.output, message) }),

@@ -103,7 +103,7 @@ describe("server TLS on both listeners", () => {
     } finally {
       plaintext.close();
     }
-    await expect(rawRequest(t.httpBase.replace("https:", "http:") + "/healthz", {})).rejects.toThrow();
+    await expect(rawRequest(`${t.httpBase.replace("https:", "http:")}/healthz`, {})).rejects.toThrow();
   });
 });
 

@@ -1,0 +1,218 @@
+// Hardening of the real app on both listeners: a request over AUTHZ_MAX_REQUEST_BYTES is refused with
+// RESOURCE_EXHAUSTED and an oversized header is refused cleanly, deadlines end calls with
+// DEADLINE_EXCEEDED, and in every case the server keeps answering and logs no unexpected error.
+
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { type AppDatabase, createSqliteDatabase } from "../helpers/app.ts";
+import { CLIENT_ID, ISSUER, signAccessToken } from "../helpers/keys.ts";
+import {
+  createConnectClient,
+  createGrpcClient,
+  createTestPool,
+  type ListenerClient,
+  rawRequest,
+  S,
+  type SecureApp,
+  startSecureApp,
+} from "../helpers/secure-app.ts";
+
+const m = AuthzService.method;
+const TOKEN = "hardening-service-token-0123456789";
+const MAX_BYTES = 2048;
+const ADMIN = "5e0c2a1b-3d4f-4a6b-8c9d-0e1f2a3b4c5d";
+const service = { authorization: `Bearer ${TOKEN}` };
+
+/** CheckPermissions whose encoded request is about `checks` × ~45 bytes. */
+const checks = (count: number) => ({
+  checks: Array.from({ length: count }, () => ({ userId: ADMIN, permission: "CAN_MANAGE_USERS" })),
+});
+
+describe("hardening, SQLite file", () => {
+  let db: AppDatabase;
+  let t: SecureApp;
+  let adminToken: string;
+
+  beforeAll(async () => {
+    db = await createSqliteDatabase();
+    const pool = await createTestPool();
+    t = await startSecureApp(db.url, {
+      AUTHZ_SERVICE_TOKENS: TOKEN,
+      AUTHZ_JWT_ISSUER: ISSUER,
+      AUTHZ_JWT_AUDIENCE: CLIENT_ID,
+      AUTHZ_JWKS_FILE: pool.jwksFile,
+      AUTHZ_MAX_REQUEST_BYTES: String(MAX_BYTES),
+      AUTHZ_LOG_LEVEL: "trace",
+    });
+    await t.app.authz.assignRole(ADMIN, "Admin", "00000000-0000-0000-0000-000000000000");
+    adminToken = `Bearer ${await signAccessToken(pool.ec, ADMIN)}`;
+  });
+  afterAll(async () => {
+    await t?.close();
+    await db?.close();
+  });
+
+  /** Entries the app logged at error level or above (an unexpected error somewhere). */
+  const errorsLogged = () =>
+    t.logs
+      .map((line) => JSON.parse(line) as { level: number; msg: string })
+      .filter((entry) => entry.level >= 50);
+
+  describe.each(["grpc", "connect"] as const)("on the %s listener", (listener) => {
+    let c: ListenerClient;
+    beforeAll(() => {
+      c = listener === "grpc" ? createGrpcClient(t.grpcTarget) : createConnectClient(t.httpBase);
+    });
+    afterAll(() => c?.close());
+
+    it(`answers a request under ${MAX_BYTES} bytes and refuses one over it with RESOURCE_EXHAUSTED, then answers again`, async () => {
+      // Connect JSON is larger than the binary encoding: size each request for its listener.
+      const small = listener === "grpc" ? 30 : 15;
+      const ok = await c.unary(m.checkPermissions, checks(small), service);
+      expect(ok.code, ok.message).toBe(S.OK);
+      expect((ok.body as { results: unknown[] }).results).toHaveLength(small);
+
+      const big = await c.unary(m.checkPermissions, checks(60), service);
+      expect(big.code).toBe(S.RESOURCE_EXHAUSTED);
+      expect(big.message).toMatch(listener === "grpc" ? /larger than max \(\d+ vs 2048\)/ : /2048/);
+      if (listener === "connect") expect(big.httpStatus).toBe(429);
+
+      // Oversized text in a write: refused before the guard runs, and nothing is written.
+      const write = await c.unary(
+        m.updateProfile,
+        { userId: ADMIN, name: "x".repeat(MAX_BYTES + 10) },
+        { authorization: adminToken },
+      );
+      expect(write.code).toBe(S.RESOURCE_EXHAUSTED);
+      expect(await db.sql("SELECT name FROM user_profile WHERE user_id = ?", [ADMIN])).toEqual([]);
+
+      const after = await c.unary(
+        m.checkPermission,
+        { userId: ADMIN, permission: "CAN_MANAGE_USERS" },
+        service,
+      );
+      expect(after).toMatchObject({ code: S.OK, body: { allowed: true } });
+      expect(errorsLogged()).toEqual([]);
+    });
+  });
+
+  /** Opens WatchChanges with a 200 ms deadline; resolves to how it ended and after how long. */
+  async function watchUntilDeadline(c: ListenerClient) {
+    const stream = c.stream(m.watchChanges, {}, { ...service, timeoutMs: 200 });
+    const started = Date.now();
+    try {
+      const end = await stream.next(5000);
+      return { end, ms: Date.now() - started };
+    } finally {
+      stream.close();
+    }
+  }
+
+  it("a WatchChanges stream on gRPC ends at its deadline with DEADLINE_EXCEEDED, and the server keeps serving", async () => {
+    const c = createGrpcClient(t.grpcTarget);
+    try {
+      const { end, ms } = await watchUntilDeadline(c);
+      expect(end).toMatchObject({ end: { code: S.DEADLINE_EXCEEDED } });
+      expect(ms).toBeGreaterThanOrEqual(150);
+      expect((await c.unary(m.listRoles, {}, service)).code).toBe(S.OK);
+    } finally {
+      c.close();
+    }
+    expect(errorsLogged()).toEqual([]);
+  });
+
+  // KNOWN BUG (src/server/http.ts guardStream / src/rpc/service.ts watchChanges): when connect-timeout-ms
+  // expires, the handler sees its signal aborted and returns, and the Connect stream ends with an OK
+  // end-stream message instead of deadline_exceeded. it.fails turns green→red once that is fixed.
+  it.fails("a WatchChanges stream on Connect ends at its deadline with DEADLINE_EXCEEDED", async () => {
+    const c = createConnectClient(t.httpBase);
+    const { end, ms } = await watchUntilDeadline(c);
+    expect(ms).toBeGreaterThanOrEqual(150);
+    expect(end).toMatchObject({ end: { code: S.DEADLINE_EXCEEDED } });
+  });
+
+  it("a WatchChanges stream on Connect ends at its deadline (today with OK, see above), and the server keeps serving", async () => {
+    const c = createConnectClient(t.httpBase);
+    const { end, ms } = await watchUntilDeadline(c);
+    expect(ms).toBeGreaterThanOrEqual(150);
+    expect(ms).toBeLessThan(2000);
+    expect(end).toHaveProperty("end");
+    expect((await c.unary(m.listRoles, {}, service)).code).toBe(S.OK);
+    expect(errorsLogged()).toEqual([]);
+  });
+
+  it("a unary call with a 1 ms deadline gets DEADLINE_EXCEEDED on gRPC, and the server is fine", async () => {
+    // A fresh channel: connecting alone takes longer than 1 ms.
+    for (let i = 0; i < 3; i++) {
+      const client = createGrpcClient(t.grpcTarget);
+      try {
+        const outcome = await client.unary(
+          m.checkPermission,
+          { userId: ADMIN, permission: "CAN_MANAGE_USERS", fullyConsistent: true },
+          { authorization: adminToken, timeoutMs: 1 },
+        );
+        expect(outcome).toMatchObject({
+          code: S.DEADLINE_EXCEEDED,
+          message: expect.stringMatching(/deadline/i),
+        });
+        const next = await client.unary(
+          m.checkPermission,
+          { userId: ADMIN, permission: "CAN_MANAGE_USERS" },
+          {
+            authorization: adminToken,
+          },
+        );
+        expect(next).toMatchObject({ code: S.OK, body: { allowed: true } });
+      } finally {
+        client.close();
+      }
+    }
+    expect(errorsLogged()).toEqual([]);
+  });
+
+  it("a Connect call with connect-timeout-ms 1 gets DEADLINE_EXCEEDED or its answer, never an error", async () => {
+    const c = createConnectClient(t.httpBase);
+    const codes = new Set<number>();
+    for (let i = 0; i < 10; i++) {
+      const outcome = await c.unary(
+        m.checkPermission,
+        { userId: ADMIN, permission: "CAN_MANAGE_USERS", fullyConsistent: true },
+        { authorization: adminToken, timeoutMs: 1 },
+      );
+      codes.add(outcome.code);
+      if (outcome.code === S.DEADLINE_EXCEEDED) expect(outcome.httpStatus).toBe(504);
+    }
+    expect([...codes].every((code) => code === S.OK || code === S.DEADLINE_EXCEEDED)).toBe(true);
+    expect((await c.unary(m.listRoles, {}, service)).code).toBe(S.OK);
+    expect(errorsLogged()).toEqual([]);
+  });
+
+  it("an oversized authorization header is refused without a crash on both listeners", async () => {
+    const huge = `Bearer ${"a".repeat(64 * 1024)}`;
+    const response = await rawRequest(`${t.httpBase}/flip.authz.v1.AuthzService/ListRoles`, {
+      method: "POST",
+      headers: { "content-type": "application/json", authorization: huge },
+      body: "{}",
+    });
+    // 431 would be the precise answer; the listener's clientError handler answers 400 to every parse error.
+    expect([400, 431]).toContain(response.status);
+    const grpc = createGrpcClient(t.grpcTarget);
+    try {
+      const outcome = await grpc.unary(m.listRoles, {}, { authorization: huge, timeoutMs: 5000 });
+      expect(outcome.code).not.toBe(S.OK);
+      expect(outcome.message).not.toContain("a".repeat(100));
+      expect((await grpc.unary(m.listRoles, {}, service)).code).toBe(S.OK);
+    } finally {
+      grpc.close();
+    }
+    expect((await createConnectClient(t.httpBase).unary(m.listRoles, {}, service)).code).toBe(S.OK);
+  });
+
+  it("never logged a credential at trace level", () => {
+    const log = t.logs.join("");
+    expect(t.logs.length).toBeGreaterThan(0);
+    expect(log).not.toContain(TOKEN);
+    expect(log).not.toContain(adminToken.slice("Bearer ".length));
+    for (const part of adminToken.slice("Bearer ".length).split(".")) expect(log).not.toContain(part);
+  });
+});
