@@ -84,12 +84,15 @@ describe.skipIf(!postgresAvailable)("callers on PostgreSQL", () => {
       async (alg) => {
         const auth = { authorization: admin[alg] };
         const user = randomUUID();
-        for (const [method, input] of [
-          [m.assignRole, { userId: user, role: "Researcher" }],
-          [m.setUserRoles, { userId: user.toUpperCase(), roles: ["viewer", "Researcher"] }],
-          [m.revokeRole, { userId: user, role: "Viewer" }],
-        ] as const) {
-          const outcome = await c.unary(method, input, auth);
+        for (const outcome of [
+          await c.unary(m.assignRole, { userId: user, role: "Researcher" }, auth),
+          await c.unary(
+            m.setUserRoles,
+            { userId: user.toUpperCase(), roles: ["viewer", "Researcher"] },
+            auth,
+          ),
+          await c.unary(m.revokeRole, { userId: user, role: "Viewer" }, auth),
+        ]) {
           expect(outcome, outcome.message).toMatchObject({ code: S.OK, body: { changed: true } });
         }
         const profile = await c.unary(m.updateProfile, { userId: user, organisation: "Guy's" }, auth);
