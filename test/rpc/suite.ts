@@ -746,6 +746,53 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         ]);
       });
 
+      it("reports each kind: role permissions (no user), profiles, roles written by plain SQL", async () => {
+        const user = randomUUID();
+        const start = await assign(user, "Viewer");
+        const stream = client().stream(m.watchChanges, { after: start.writtenAt });
+        const got = take(stream, 3);
+        await settle(300);
+        const id = randomUUID();
+        await sql("INSERT INTO role_permission (id, role_id, permission_id) VALUES (?, ?, ?)", [
+          id,
+          VIEWER_ID,
+          CAN_MANAGE_USERS_ID,
+        ]);
+        await client().call(m.updateProfile, { userId: user.toUpperCase(), organisation: "FLIP" });
+        await sql("INSERT INTO user_role (user_id, role_id) VALUES (?, ?)", [user, RESEARCHER_ID]);
+        const { messages, error } = await got;
+        await sql("DELETE FROM role_permission WHERE id = ?", [id]);
+        expect(error).toBeUndefined();
+        expect(messages.map((c) => [c.kind, c.userId])).toEqual([
+          [ChangeKind.ROLE_PERMISSIONS, ""],
+          [ChangeKind.PROFILE, user],
+          [ChangeKind.USER_ROLES, user],
+        ]);
+      });
+
+      it("replays more changes than one catch-up read (600) in order, then follows live ones", async () => {
+        const user = randomUUID();
+        const start = await assign(user, "Viewer");
+        const users = Array.from({ length: 600 }, () => randomUUID());
+        const values = users.map(() => "(?, ?)").join(", ");
+        await sql(
+          `INSERT INTO user_role (user_id, role_id) VALUES ${values}`,
+          users.flatMap((u) => [u, VIEWER_ID]),
+        );
+        const stream = client().stream(m.watchChanges, { after: start.writtenAt });
+        const got = take(stream, 601, 10_000);
+        await settle(300);
+        const live = await assign(user, "Researcher");
+        const { messages, error } = await got;
+        expect(error).toBeUndefined();
+        expect(messages).toHaveLength(601);
+        expect(new Set(messages.slice(0, 600).map((c) => c.userId))).toEqual(new Set(users));
+        const revisions = messages.map((c) => rev(c.revision));
+        for (let i = 1; i < revisions.length; i++)
+          expect(revisions[i]).toBeGreaterThan(revisions[i - 1] ?? 0n);
+        expect(messages[600]).toMatchObject({ revision: live.writtenAt, userId: user });
+      });
+
       it("refuses a garbage after with INVALID_ARGUMENT", async () => {
         const { messages, error } = await take(client().stream(m.watchChanges, { after: "garbage" }), 1);
         expect(messages).toEqual([]);
@@ -1223,14 +1270,25 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
 
     describe("INTERNAL", () => {
       it("answers 'internal error' without SQL or stack when a table has gone, and recovers", async () => {
+        await client().call(m.updateProfile, { userId: randomUUID(), name: "Audited" });
         await sql("ALTER TABLE users_audit RENAME TO users_audit_away");
         let status: { code: number; details: string };
+        let http: Response;
+        let body: string;
         try {
           status = await client().fail(m.listAuditEvents, {});
+          http = await fetch(`${t.httpBase}/flip.authz.v1.AuthzService/ListAuditEvents`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: "{}",
+          });
+          body = await http.text();
         } finally {
           await sql("ALTER TABLE users_audit_away RENAME TO users_audit");
         }
         expect(status).toEqual({ code: S.INTERNAL, details: "internal error" });
+        expect(http.status).toBe(500);
+        expect(JSON.parse(body)).toEqual({ code: "internal", message: "internal error" });
         expect((await client().call(m.listAuditEvents, { pageSize: 1 })).events).toHaveLength(1);
       });
     });
