@@ -28,15 +28,28 @@ export function authMode(config: Pick<Config, "serviceTokens" | "jwt">): AuthMod
 
 const BEARER = /^bearer +(\S+)$/i;
 
+/** What a `Bearer` credential can hold: visible ASCII without spaces, as HTTP headers and gRPC metadata carry it. */
+const SENDABLE = /^[\x21-\x7e]+$/;
+
 /**
  * Builds the authenticator for `config`. Reads AUTHZ_JWKS_FILE now, so a bad file is a ConfigError at start.
  * A credential equal to a service token is a service; anything else is tried as a JWT when JWTs are on.
+ * Throws ConfigError when a service token could not be sent as `Bearer <token>` (spaces, non-ASCII).
  */
 export function createAuthenticator(
   config: Pick<Config, "serviceTokens" | "jwt">,
   jwtOptions?: JwtVerifierOptions,
 ): Authenticator {
   const mode = authMode(config);
+  config.serviceTokens.forEach((token, index) => {
+    // A token no header can carry would be configured yet never match: refuse the start instead.
+    if (!SENDABLE.test(token)) {
+      throw new ConfigError(
+        "AUTHZ_SERVICE_TOKENS",
+        `token #${index + 1} has spaces or characters outside visible ASCII, so no caller can send it`,
+      );
+    }
+  });
   const serviceTokens = createServiceTokens(config.serviceTokens);
   const jwt = config.jwt === undefined ? undefined : createJwtVerifier(config.jwt, jwtOptions);
 

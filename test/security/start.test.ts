@@ -229,6 +229,16 @@ describe("credentials that stop the start", () => {
     expect((error as Error).message).not.toContain(short);
   });
 
+  it("a service token no header could carry (spaces, non-ASCII) stops the start, by position", async () => {
+    for (const bad of ["our service token 2026", "service-tokén-0123456789"]) {
+      await expectRefusedStart(
+        { AUTHZ_SERVICE_TOKENS: `long-enough-service-token-1,${bad}` },
+        /^AUTHZ_SERVICE_TOKENS: token #2 has spaces or characters outside visible ASCII, so no caller can send it$/,
+        { secrets: [bad] },
+      );
+    }
+  });
+
   it("a missing TLS file, naming the variable", async () => {
     const tls = { AUTHZ_SERVICE_TOKENS: "tls-service-token-0123456789" };
     await expectRefusedStart(
