@@ -461,6 +461,53 @@ describe("callers and credentials, SQLite file", () => {
       });
     });
 
+    describe("credentials accepted at the edges of the rules", () => {
+      const accepted: [string, () => Promise<string>][] = [
+        ["expired 30 s ago (60 s leeway)", () => signAccessToken(pool.rsa, RESEARCHER, { expiresIn: -30 })],
+        [
+          "valid from 30 s ahead (60 s leeway)",
+          () => signAccessToken(pool.ec, RESEARCHER, { notBefore: 30 }),
+        ],
+        [
+          "no token_use, the client in aud (another issuer's shape)",
+          () =>
+            signAccessToken(pool.rsa, RESEARCHER, {
+              claims: { token_use: undefined, client_id: undefined, aud: ["other", CLIENT_ID] },
+            }),
+        ],
+        ["the scheme in lower case", () => signAccessToken(pool.rsaNext, RESEARCHER)],
+      ];
+      it.each(accepted)("%s", async (name, make) => {
+        const token = await make();
+        sent.add(token);
+        const scheme = name.includes("lower case") ? "bearer" : "Bearer";
+        const outcome = await c.unary(
+          m.getProfile,
+          { userId: RESEARCHER },
+          { authorization: `${scheme} ${token}` },
+        );
+        expect(outcome, outcome.message).toMatchObject({
+          code: S.OK,
+          body: { profile: { userId: RESEARCHER } },
+        });
+      });
+
+      it("past the leeway is refused: expired 90 s ago, valid from 90 s ahead", async () => {
+        const expired = bearer(await signAccessToken(pool.rsa, RESEARCHER, { expiresIn: -90 }));
+        expectStatus(
+          await c.unary(m.getProfile, { userId: RESEARCHER }, { authorization: expired }),
+          S.UNAUTHENTICATED,
+          "invalid token: token expired",
+        );
+        const early = bearer(await signAccessToken(pool.rsa, RESEARCHER, { notBefore: 90 }));
+        expectStatus(
+          await c.unary(m.getProfile, { userId: RESEARCHER }, { authorization: early }),
+          S.UNAUTHENTICATED,
+          "invalid token: token not yet valid",
+        );
+      });
+    });
+
     describe("service tokens", () => {
       it.each([0, 1])("token #%i reads everything and may open WatchChanges", async (index) => {
         const auth = { authorization: `Bearer ${SERVICE_TOKENS[index]}` };
