@@ -33,6 +33,17 @@ export interface App {
 /** How often the database is pinged for health when nothing else has shown it to be down. */
 const PING_INTERVAL_MS = 5000;
 
+/**
+ * Change-log retention, the one place it is set: entries older than this are pruned, so WatchChanges can
+ * resume from a revision up to this old (older is OUT_OF_RANGE: reload and watch from now). Every replica
+ * prunes on its own timer; the delete is idempotent and keeps the newest entry, so doing it from several
+ * processes at once costs little and is safe.
+ */
+export const CHANGE_LOG_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
+/** How often each replica prunes the change log (and once shortly after start). */
+const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
+const FIRST_PRUNE_DELAY_MS = 60 * 1000;
+
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   // Everything that can refuse the start is checked before anything is opened.
   const openWarning = assertStartAllowed(config);
@@ -112,6 +123,20 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   pinger.unref();
   updateHealth();
 
+  const prune = () => {
+    store.pruneChanges(new Date(Date.now() - CHANGE_LOG_RETENTION_MS)).then(
+      (deleted) => {
+        if (deleted > 0) logger.info({ deleted }, "pruned the change log");
+      },
+      (error: unknown) => logger.warn({ err: error }, "pruning the change log failed; retrying later"),
+    );
+  };
+  // Jittered, so replicas started together do not prune in lockstep.
+  const firstPrune = setTimeout(prune, FIRST_PRUNE_DELAY_MS * (0.5 + Math.random()));
+  firstPrune.unref();
+  const pruner = setInterval(prune, PRUNE_INTERVAL_MS);
+  pruner.unref();
+
   logger.info(
     {
       grpc: `${config.grpcListen.host}:${servers.grpcPort}`,
@@ -135,6 +160,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       closing ??= (async () => {
         stopping = true;
         clearInterval(pinger);
+        clearTimeout(firstPrune);
+        clearInterval(pruner);
         detachLive();
         await servers.shutdown(config.shutdownGraceMs);
         await reader.close();

@@ -139,10 +139,17 @@ export interface Store {
   listAudit(options: { userId?: string; limit: number; before?: AuditCursor }): Promise<AuditPage>;
 
   currentRevision(): Promise<Revision>;
-  /** The oldest revision still in the change log (0 when it is empty). */
+  /** The oldest revision still in the change log (0 when it is empty); rises as `pruneChanges` deletes. */
   oldestRevision(): Promise<Revision>;
   /** Changes with revision > `after`, in order, at most `limit`. */
   changesAfter(after: Revision, limit: number): Promise<Change[]>;
+  /**
+   * Retention: deletes the change-log entries recorded before `before`, oldest first, so what remains is
+   * always every revision from `oldestRevision()` up to the newest (never a gap). The newest entry is
+   * never deleted, so `oldestRevision()` and `currentRevision()` stay meaningful however old it is.
+   * Idempotent and safe to run from several processes at once. Resolves to how many entries it deleted.
+   */
+  pruneChanges(before: Date): Promise<number>;
   /** Start delivering live changes with revision > `after`. */
   subscribe(after: Revision, listener: ChangeListener): Promise<ChangeSubscription>;
 

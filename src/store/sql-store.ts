@@ -484,6 +484,21 @@ class SqlStore implements Store {
     });
   }
 
+  async pruneChanges(before: Date): Promise<number> {
+    // The first entry to keep is the oldest one recorded at or after `before` (a scan in revision order
+    // that stops there: the primary key serves it), or else the newest entry. Everything below it goes,
+    // so the log stays a gap-free suffix even if a long transaction recorded an older changed_at late.
+    const at = this.dialect.timestamp(before);
+    const cast = this.dialect.kind === "postgres" ? "CAST(? AS timestamptz)" : "?";
+    const sql = `DELETE FROM authz_change_log WHERE revision < coalesce(
+        (SELECT revision FROM authz_change_log WHERE changed_at >= ${cast} ORDER BY revision LIMIT 1),
+        (SELECT max(revision) FROM authz_change_log))`;
+    const deleted = await withRetries("pruneChanges", this.logger, () =>
+      this.orm.em().execute<{ affectedRows: number }>(sql, [at], "run"),
+    );
+    return deleted.affectedRows;
+  }
+
   async changesAfter(after: Revision, limit: number): Promise<Change[]> {
     return this.read("changesAfter", async (em) => {
       const rows = await em.execute<Row[]>(
