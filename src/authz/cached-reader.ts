@@ -45,6 +45,8 @@ export class CachedReader implements Reader {
   #started = false;
   #closed = false;
   #feedUp = true;
+  /** Bumped by every interruption and resume, so a resume overtaken by a new interruption does nothing. */
+  #feedEpoch = 0;
   #catalogOk = true;
   #pending: Change[] = [];
   #draining: Promise<void> | undefined;
@@ -168,18 +170,23 @@ export class CachedReader implements Reader {
 
   /** One database read per user at a time; its answer is cached unless a change overtook it. */
   #load(userId: string): Promise<string[]> {
+    // A read that a change overtook may predate it: a later caller (maybe with at_least_as_fresh past that
+    // change) must not share its answer, only start its own.
     const existing = this.#inflight.get(userId);
-    if (existing) return existing.promise;
+    if (existing && !existing.stale) return existing.promise;
+    const settle = () => {
+      if (this.#inflight.get(userId) === inflight) this.#inflight.delete(userId);
+    };
     const inflight: Inflight = {
       stale: false,
       promise: this.#store.userRoles(userId).then(
         (result) => {
-          this.#inflight.delete(userId);
+          settle();
           if (!inflight.stale && this.#live) this.#users.set(userId, result.roleIds);
           return result.roleIds;
         },
         (error: unknown) => {
-          this.#inflight.delete(userId);
+          settle();
           throw error;
         },
       ),
@@ -252,6 +259,7 @@ export class CachedReader implements Reader {
 
   #onInterrupted(error: Error): void {
     this.#onError(error, "change feed interrupted; answering from the database until it resumes");
+    this.#feedEpoch++;
     this.#feedUp = false;
     this.#updateLive();
     this.#users.clear();
@@ -260,12 +268,15 @@ export class CachedReader implements Reader {
 
   #onResumed(): void {
     // The feed has replayed what it missed; start from a fresh map and an empty user cache anyway.
+    // An interruption that comes while this runs cancels it: only a later resume may go live again.
+    const epoch = ++this.#feedEpoch;
     void (async () => {
       this.#users.clear();
-      while (!this.#closed && !(await this.#reloadCatalog())) {
+      while (!this.#closed && epoch === this.#feedEpoch && !(await this.#reloadCatalog())) {
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
       await this.#draining;
+      if (epoch !== this.#feedEpoch) return;
       this.#feedUp = true;
       this.#updateLive();
     })();
