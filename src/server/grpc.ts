@@ -182,7 +182,8 @@ function unaryHandler(
       .finally(() => {
         call.off("cancelled", onCancel);
         // As in connect-node, the signal also fires when the call completes: downstream work stops.
-        context.abort();
+        // A shared reason: abort() without one builds a DOMException (and its stack) on every call.
+        context.abort(CALL_COMPLETED);
       });
   };
 }
@@ -242,12 +243,15 @@ function streamingHandler(
         record(options, name, code, started);
         call.off("cancelled", onCancel);
         shutdown?.removeEventListener("abort", onShutdown);
-        context.abort();
+        context.abort(CALL_COMPLETED);
       });
   };
 }
 
 const MALFORMED = "request message is malformed";
+
+/** The abort reason once a call has ended; nothing reports it to a client. */
+const CALL_COMPLETED = new ConnectError("the call has completed", Code.Canceled);
 
 /** Runs the implementation (through the interceptors) and writes its output, honouring backpressure. */
 async function pump(
