@@ -14,6 +14,8 @@ export function createGuard(authenticator: Authenticator, authz: Authz): Guard {
   return async (ctx, method, subjects) => {
     const caller = await authenticator.authenticate(ctx.requestHeader.get("authorization"));
     const consistency = WRITES.has(method) ? FULL : CACHED;
-    return authorize(caller, method, subjects, (actorId) => authz.holds(actorId, "CAN_MANAGE_USERS", consistency));
+    return authorize(caller, method, subjects, (actorId) =>
+      authz.holds(actorId, "CAN_MANAGE_USERS", consistency),
+    );
   };
 }

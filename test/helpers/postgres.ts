@@ -25,7 +25,9 @@ async function probe(): Promise<string | null> {
 const unreachable = await probe();
 if (unreachable !== null) {
   if (REQUIRED) {
-    throw new Error(`PostgreSQL is required (AUTHZ_TEST_REQUIRE_POSTGRES=true) but unreachable: ${unreachable}`);
+    throw new Error(
+      `PostgreSQL is required (AUTHZ_TEST_REQUIRE_POSTGRES=true) but unreachable: ${unreachable}`,
+    );
   }
   console.warn(`PostgreSQL suites SKIPPED: no server at ${ADMIN_URL} (${unreachable})`);
 }
@@ -63,6 +65,7 @@ export async function createTestDatabase(prefix = "authz_test"): Promise<TestDat
   return {
     name,
     url: urlFor(name),
-    drop: () => admin((client) => client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)).then(() => {}),
+    drop: () =>
+      admin((client) => client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`)).then(() => {}),
   };
 }
