@@ -35,7 +35,7 @@ const PING_INTERVAL_MS = 5000;
 
 /**
  * Change-log retention, the one place it is set: entries older than this are pruned, so WatchChanges can
- * resume from a revision up to this old (older is OUT_OF_RANGE: reload and watch from now). Every replica
+ * resume from a revision up to this old (older is INVALID_ARGUMENT naming `after`: reload and watch from now). Every replica
  * prunes on its own timer; the delete is idempotent and keeps the newest entry, so doing it from several
  * processes at once costs little and is safe.
  */

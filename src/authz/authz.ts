@@ -2,7 +2,7 @@
 // references, read through the reader (cached or not), write through the store. No gRPC, no ORM here.
 
 import type { ChangeHub } from "./change-hub.ts";
-import { InvalidArgumentError, NotFoundError, OutOfRangeError } from "./errors.ts";
+import { InvalidArgumentError, NotFoundError } from "./errors.ts";
 import { parseUuid } from "./ids.ts";
 import { CACHED, type Consistency, FULL, type Reader } from "./reader.ts";
 import { formatRevision, parseRevision } from "./revision.ts";
@@ -265,7 +265,7 @@ export class Authz {
 
   /**
    * Changes after `after` (or from now), then live ones, each once and in order, until `signal` aborts.
-   * A revision older than the change log keeps is OutOfRangeError: the caller must reload and watch anew.
+   * A revision older than the change log keeps is InvalidArgumentError: the caller must reload and watch anew.
    */
   async *watchChanges(afterInput: string, signal: AbortSignal): AsyncGenerator<ChangeOutput> {
     const requested = parseRevision(afterInput, "after");
@@ -299,8 +299,10 @@ export class Authz {
       if (requested !== undefined) {
         const oldest = await this.#store.oldestRevision();
         if (oldest > 0 && requested < oldest - 1) {
-          throw new OutOfRangeError(
-            `after: revision ${requested} is older than the change log keeps (oldest is ${oldest}); reload and watch from now`,
+          // API.md's status table has no OUT_OF_RANGE: a revision the log no longer reaches is a bad revision.
+          throw new InvalidArgumentError(
+            "after",
+            `revision ${requested} is older than the change log keeps (oldest is ${oldest}); reload and watch from now`,
           );
         }
       }

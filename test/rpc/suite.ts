@@ -793,6 +793,32 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         expect(messages[600]).toMatchObject({ revision: live.writtenAt, userId: user });
       });
 
+      it("refuses an after older than the change log keeps with INVALID_ARGUMENT naming after (API.md's codes)", async () => {
+        const user = randomUUID();
+        for (let i = 0; i < 4; i++) await setRoles(user, i % 2 === 0 ? ["Viewer"] : []);
+        const last = await setRoles(user, ["Researcher"]);
+        const oldest = rev(last.writtenAt) - 2n;
+        // What the retention job does to old entries.
+        await sql("DELETE FROM authz_change_log WHERE revision < ?", [Number(oldest)]);
+        const { messages, error } = await take(
+          client().stream(m.watchChanges, { after: String(oldest - 2n) }),
+          1,
+        );
+        expect(messages).toEqual([]);
+        expect(error).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: `after: revision ${oldest - 2n} is older than the change log keeps (oldest is ${oldest}); reload and watch from now`,
+        });
+        // The oldest revision a watcher can still resume from gets every change after it.
+        const resumed = await take(client().stream(m.watchChanges, { after: String(oldest - 1n) }), 3);
+        expect(resumed.error).toBeUndefined();
+        expect(resumed.messages.map((c) => c.revision)).toEqual([
+          String(oldest),
+          String(oldest + 1n),
+          last.writtenAt,
+        ]);
+      });
+
       it("refuses a garbage after with INVALID_ARGUMENT", async () => {
         const { messages, error } = await take(client().stream(m.watchChanges, { after: "garbage" }), 1);
         expect(messages).toEqual([]);
