@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import { NIL_UUID } from "../../src/authz/ids.ts";
-import { type AppDatabase, createSqliteDatabase } from "../helpers/app.ts";
+import { type AppDatabase, createSqliteDatabase, eventually } from "../helpers/app.ts";
 import {
   CLIENT_ID,
   hs256WithPublicKey,
@@ -319,8 +319,20 @@ describe("callers and credentials, SQLite file", () => {
         );
         expectOk(await c.unary(m.assignRole, { userId: target, role: "Viewer" }, { authorization: token }));
         expect(await audit(target)).toEqual([{ action: "Assigned role Viewer", modified_by_user_id: user }]);
+        expectOk(await c.unary(m.listAuditEvents, { userId: target }, { authorization: token }));
         expectOk(
           await c.unary(m.revokeRole, { userId: user, role: "Admin" }, { authorization: admin.rs256 }),
+        );
+        // Reads guarded by CAN_MANAGE_USERS see the revocation at once too (this instance wrote it).
+        expectStatus(
+          await c.unary(m.listAuditEvents, { userId: target }, { authorization: token }),
+          S.PERMISSION_DENIED,
+          "ListAuditEvents needs CAN_MANAGE_USERS",
+        );
+        expectStatus(
+          await c.unary(m.getProfile, { userId: target }, { authorization: token }),
+          S.PERMISSION_DENIED,
+          "GetProfile about another user needs CAN_MANAGE_USERS",
         );
         expectStatus(
           await c.unary(m.revokeRole, { userId: target, role: "Viewer" }, { authorization: token }),
@@ -328,6 +340,32 @@ describe("callers and credentials, SQLite file", () => {
           "RevokeRole needs CAN_MANAGE_USERS",
         );
         expect(await roleNames(target)).toEqual(["Viewer"]);
+      });
+      it("an Admin removed by another process (plain SQL) is refused writes at once, and reads soon after", async () => {
+        const user = randomUUID();
+        const token = bearer(await signAccessToken(pool.ec, user));
+        expectOk(
+          await c.unary(m.assignRole, { userId: user, role: "Admin" }, { authorization: admin.rs256 }),
+        );
+        expectOk(await c.unary(m.listAuditEvents, { pageSize: 1 }, { authorization: token }));
+        // What FLIP's own API does: delete the row, no audit, no call to this service.
+        await sql(
+          "DELETE FROM user_role WHERE user_id = ? AND role_id = (SELECT id FROM roles WHERE name = 'Admin')",
+          [user],
+        );
+        const target = randomUUID();
+        expectStatus(
+          await c.unary(m.assignRole, { userId: target, role: "Admin" }, { authorization: token }),
+          S.PERMISSION_DENIED,
+          "AssignRole needs CAN_MANAGE_USERS",
+        );
+        expect(await roleNames(target)).toEqual([]);
+        await eventually(
+          async () =>
+            (await c.unary(m.listAuditEvents, { pageSize: 1 }, { authorization: token })).code ===
+            S.PERMISSION_DENIED,
+          5000,
+        );
       });
     });
 
