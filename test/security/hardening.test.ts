@@ -2,8 +2,11 @@
 // RESOURCE_EXHAUSTED and an oversized header is refused cleanly, deadlines end calls with
 // DEADLINE_EXCEEDED, and in every case the server keeps answering and logs no unexpected error.
 
+import { gzipSync } from "node:zlib";
+import { create, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { AuthzService, CheckPermissionsRequestSchema } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { type AppDatabase, createSqliteDatabase } from "../helpers/app.ts";
 import { CLIENT_ID, ISSUER, signAccessToken } from "../helpers/keys.ts";
 import {
@@ -206,6 +209,69 @@ describe("hardening, SQLite file", () => {
       grpc.close();
     }
     expect((await createConnectClient(t.httpBase).unary(m.listRoles, {}, service)).code).toBe(S.OK);
+  });
+
+  it("a small gzip body that inflates past the limit is refused on Connect (no zip bomb), and the server is fine", async () => {
+    const json = JSON.stringify(checks(4000));
+    const body = gzipSync(json);
+    expect(body.length).toBeLessThan(MAX_BYTES);
+    const response = await rawRequest(`${t.httpBase}/flip.authz.v1.AuthzService/CheckPermissions`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        authorization: service.authorization,
+      },
+      body,
+    });
+    const answer = JSON.parse(response.body.toString()) as { code: string };
+    expect({ status: response.status, code: answer.code }).toEqual({
+      status: 429,
+      code: "resource_exhausted",
+    });
+    // Under the limit, gzip is accepted.
+    const small = await rawRequest(`${t.httpBase}/flip.authz.v1.AuthzService/CheckPermissions`, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        authorization: service.authorization,
+      },
+      body: gzipSync(JSON.stringify(checks(3))),
+    });
+    expect(small.status).toBe(200);
+    expect((JSON.parse(small.body.toString()) as { results: unknown[] }).results).toHaveLength(3);
+    expect(errorsLogged()).toEqual([]);
+  });
+
+  it("a gzip-compressed gRPC message that inflates past the limit gets RESOURCE_EXHAUSTED, and the server is fine", async () => {
+    const client = new grpc.Client(t.grpcTarget, grpc.credentials.createInsecure(), {
+      "grpc.default_compression_algorithm": 2, // gzip
+    });
+    const call = (count: number) =>
+      new Promise<{ code: number; details: string }>((resolve) => {
+        const metadata = new grpc.Metadata();
+        metadata.set("authorization", service.authorization);
+        client.makeUnaryRequest(
+          "/flip.authz.v1.AuthzService/CheckPermissions",
+          (value: Uint8Array) => Buffer.from(value),
+          (bytes: Buffer) => bytes,
+          toBinary(CheckPermissionsRequestSchema, create(CheckPermissionsRequestSchema, checks(count))),
+          metadata,
+          { deadline: Date.now() + 10_000 },
+          (error) =>
+            resolve(error ? { code: error.code, details: error.details } : { code: S.OK, details: "" }),
+        );
+      });
+    try {
+      expect(await call(3)).toEqual({ code: S.OK, details: "" });
+      const big = await call(20_000);
+      expect(big.code).toBe(S.RESOURCE_EXHAUSTED);
+      expect(await call(3)).toEqual({ code: S.OK, details: "" });
+    } finally {
+      client.close();
+    }
+    expect(errorsLogged()).toEqual([]);
   });
 
   it("never logged a credential at trace level", () => {
