@@ -262,6 +262,20 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         expect(results.map((r) => [r.allowed, r.grantedBy])).toEqual(
           singles.map((r) => [r.allowed, r.grantedBy]),
         );
+        // The same batch read from the database (100 reads at once) and at a revision gives the same answers.
+        const full = await client().call(m.checkPermissions, {
+          checks: checks.map((c) => ({ ...c, fullyConsistent: true })),
+        });
+        expect(full.results.map((r) => [r.allowed, r.grantedBy])).toEqual(
+          results.map((r) => [r.allowed, r.grantedBy]),
+        );
+        const at = results[0]?.checkedAt ?? "";
+        const fresh = await client().call(m.checkPermissions, {
+          checks: checks.map((c) => ({ ...c, atLeastAsFresh: at })),
+        });
+        expect(fresh.results.map((r) => [r.allowed, r.grantedBy])).toEqual(
+          results.map((r) => [r.allowed, r.grantedBy]),
+        );
         expect(results.filter((r) => r.allowed).length).toBeGreaterThan(10);
         expect(results.filter((r) => !r.allowed).length).toBeGreaterThan(10);
       });
