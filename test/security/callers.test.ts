@@ -8,6 +8,8 @@ import { randomUUID } from "node:crypto";
 import { resolve } from "node:path";
 import { promisify } from "node:util";
 import type { JsonValue } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
@@ -658,6 +660,51 @@ describe("callers and credentials, SQLite file", () => {
         url,
       );
       expect(JSON.parse(answer)).toMatchObject({ profile: { userId: ADMIN, roles: ["Admin"] } });
+    });
+  });
+
+  describe("the other protocols of the HTTP listener apply the same rules", () => {
+    it.each(["grpc-web", "connect binary"] as const)("%s", async (protocol) => {
+      const options = { baseUrl: t.httpBase, httpVersion: "1.1" as const };
+      const transport =
+        protocol === "grpc-web"
+          ? createGrpcWebTransport(options)
+          : createConnectTransport({ ...options, useBinaryFormat: true });
+      const client = createClient(AuthzService, transport);
+      const failure = (promise: Promise<unknown>) =>
+        promise.then(
+          () => "succeeded",
+          (error: unknown) => {
+            const connectError = ConnectError.from(error);
+            return `${Code[connectError.code]}: ${connectError.rawMessage}`;
+          },
+        );
+      expect(await failure(client.listRoles({}))).toBe("Unauthenticated: missing credentials");
+      expect(
+        await failure(
+          client.listRoles({}, { headers: { authorization: bearer("not-a-jwt-at-all-0123456789") } }),
+        ),
+      ).toBe("Unauthenticated: invalid token: malformed token");
+      expect(
+        await failure(
+          client.assignRole(
+            { userId: randomUUID(), role: "Admin" },
+            { headers: { authorization: researcher } },
+          ),
+        ),
+      ).toBe("PermissionDenied: AssignRole needs CAN_MANAGE_USERS");
+      const profile = await client.getProfile(
+        { userId: RESEARCHER },
+        { headers: { authorization: researcher } },
+      );
+      expect(profile.profile?.roles).toEqual(["Researcher"]);
+      const user = randomUUID();
+      const written = await client.assignRole(
+        { userId: user, role: "Viewer" },
+        { headers: { authorization: admin.es256 } },
+      );
+      expect(written.roles).toEqual(["Viewer"]);
+      expect(await audit(user)).toEqual([{ action: "Assigned role Viewer", modified_by_user_id: ADMIN }]);
     });
   });
 
