@@ -17,12 +17,12 @@ import { ADMIN_URL, postgresAvailable } from "../helpers/postgres.ts";
 
 const m = AuthzService.method;
 
-async function admin(query: string): Promise<void> {
+async function admin(query: string): Promise<unknown[]> {
   const client = new pg.Client({ connectionString: ADMIN_URL });
   client.on("error", () => {});
   await client.connect();
   try {
-    await client.query(query);
+    return (await client.query(query)).rows;
   } finally {
     await client.end();
   }
@@ -40,7 +40,9 @@ describe.skipIf(!postgresAvailable)("PostgreSQL unreachable under a running app"
       await admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
       await terminate();
     },
-    restore: () => admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`),
+    async restore() {
+      await admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`);
+    },
   };
   /** The database gone from under its name (3D000 on connect), open ones terminated. */
   const rename = {
@@ -130,6 +132,36 @@ describe.skipIf(!postgresAvailable)("PostgreSQL unreachable under a running app"
       return ready.status === 200;
     }, 15_000);
   };
+
+  it("catches up on writes made while its LISTEN connection was down", async () => {
+    for (let round = 0; round < 3; round++) {
+      const user = randomUUID();
+      const ask = { userId: user, permission: "CAN_CREATE_PROJECTS" };
+      expect(await t.client.call(m.checkPermission, ask)).toMatchObject({ allowed: false });
+      const killed = await admin(
+        `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}' AND query ILIKE 'LISTEN%'`,
+      );
+      expect(killed).toHaveLength(1);
+      // Written by another process while the feed is down: the notification is lost.
+      await db.sql("INSERT INTO user_role (user_id, role_id) VALUES (?, ?)", [
+        user,
+        "10b64ed0-bc90-4c01-9cc3-933c704905c1",
+      ]);
+      await eventually(async () => {
+        try {
+          return (await t.client.call(m.checkPermission, ask)).allowed;
+        } catch {
+          return false;
+        }
+      }, 5000);
+      // And it stays right once the feed is back (no stale entry re-cached).
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await t.client.call(m.checkPermission, ask)).toMatchObject({
+        allowed: true,
+        grantedBy: ["Researcher"],
+      });
+    }
+  });
 
   it("answers UNAVAILABLE while the database is gone from under its name, keeps serving, and recovers", async () => {
     await scenario(rename);
