@@ -1,0 +1,325 @@
+// Cache coherence across replicas and other writers, on real processes: two `flip-authz serve` processes
+// (A and B) on one PostgreSQL database, called through real grpc-js clients, while FLIP's Python API is
+// played by a plain pg connection writing the same tables. Every answer a replica gives must reflect a
+// change at once when asked with at_least_as_fresh, and within 200 ms when not, whoever wrote it.
+
+import { randomBytes, randomUUID } from "node:crypto";
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ChangeKind, type WatchChangesResponse } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { take } from "../helpers/app.ts";
+import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
+import {
+  CAN_APPROVE_PROJECTS_ID,
+  checkOutcome,
+  m,
+  RESEARCHER_ID,
+  type Replica,
+  reflected,
+  sleep,
+  startReplica,
+  VIEWER_ID,
+} from "./replicas.ts";
+
+/** The bound the issue sets for a plain (cached) check to reflect a change committed anywhere. */
+const PROPAGATION_MS = 200;
+
+const rev = (value: string) => {
+  expect(value).toMatch(/^\d+$/);
+  return Number(value);
+};
+
+const change = (message: WatchChangesResponse) => ({
+  revision: message.revision,
+  kind: message.kind,
+  userId: message.userId,
+});
+
+describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on one PostgreSQL", () => {
+  let db: TestDatabase;
+  let a: Replica;
+  let b: Replica;
+  let flip: pg.Client; // FLIP's Python API: plain SQL on its own connection
+  const replicas = () => [a, b];
+
+  beforeAll(async () => {
+    db = await createTestDatabase("authz_coherence");
+    // Started together on a fresh database: both migrate, under the migration lock.
+    [a, b] = await Promise.all([startReplica("A", db.url), startReplica("B", db.url)]);
+    flip = new pg.Client({ connectionString: db.url });
+    flip.on("error", () => {});
+    await flip.connect();
+  }, 90_000);
+  afterAll(async () => {
+    const codes = await Promise.all([a?.stop(), b?.stop()]);
+    await flip?.end().catch(() => {});
+    await db?.drop();
+    expect(codes).toEqual([0, 0]);
+  });
+
+  const sql = (text: string, params: unknown[] = []) => flip.query(text, params);
+  /** Commits `text` and returns the moment the commit was acknowledged. */
+  const commit = async (text: string, params: unknown[] = []) => {
+    await sql(text, params);
+    return performance.now();
+  };
+
+  it("AssignRole on A: B reflects it on the first call with at_least_as_fresh, and within 200 ms without", async () => {
+    const fresh = randomUUID();
+    const plain = randomUUID();
+    // B has both users cached (no roles) before A writes.
+    for (const user of [fresh, plain])
+      expect(await checkOutcome(b, user, "CAN_CREATE_PROJECTS")).toBe("denied");
+
+    const assigned = await a.client.call(m.assignRole, { userId: fresh, role: "Researcher" });
+    expect(assigned.changed).toBe(true);
+    const answer = await b.client.call(m.checkPermission, {
+      userId: fresh,
+      permission: "CAN_CREATE_PROJECTS",
+      atLeastAsFresh: assigned.writtenAt,
+    });
+    expect(answer.allowed).toBe(true);
+    expect(answer.grantedBy).toEqual(["Researcher"]);
+    expect(rev(answer.checkedAt)).toBeGreaterThanOrEqual(rev(assigned.writtenAt));
+
+    await a.client.call(m.assignRole, { userId: plain, role: "Researcher" });
+    const since = performance.now();
+    expect(await reflected(b, plain, "CAN_CREATE_PROJECTS", "allowed", since)).toBeLessThan(PROPAGATION_MS);
+  });
+
+  it("RevokeRole on A: B reflects it on the first call with at_least_as_fresh, and within 200 ms without", async () => {
+    const fresh = randomUUID();
+    const plain = randomUUID();
+    for (const user of [fresh, plain]) {
+      await a.client.call(m.assignRole, { userId: user, role: "Researcher" });
+      await reflected(b, user, "CAN_CREATE_PROJECTS", "allowed", performance.now(), { holdMs: 0 });
+    }
+
+    const revoked = await a.client.call(m.revokeRole, { userId: fresh, role: "Researcher" });
+    expect(revoked).toMatchObject({ changed: true, roles: [] });
+    const answer = await b.client.call(m.checkPermission, {
+      userId: fresh,
+      permission: "CAN_CREATE_PROJECTS",
+      atLeastAsFresh: revoked.writtenAt,
+    });
+    expect(answer.allowed).toBe(false);
+    expect(answer.grantedBy).toEqual([]);
+    expect(rev(answer.checkedAt)).toBeGreaterThanOrEqual(rev(revoked.writtenAt));
+
+    await a.client.call(m.revokeRole, { userId: plain, role: "Researcher" });
+    const since = performance.now();
+    expect(await reflected(b, plain, "CAN_CREATE_PROJECTS", "denied", since)).toBeLessThan(PROPAGATION_MS);
+  });
+
+  it("plain-SQL INSERT and DELETE on user_role reach every replica within 200 ms", async () => {
+    const user = randomUUID();
+    for (const r of replicas()) expect(await checkOutcome(r, user, "CAN_CREATE_PROJECTS")).toBe("denied");
+
+    let since = await commit("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [
+      user,
+      RESEARCHER_ID,
+    ]);
+    for (const ms of await Promise.all(
+      replicas().map((r) => reflected(r, user, "CAN_CREATE_PROJECTS", "allowed", since)),
+    )) {
+      expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+
+    since = await commit("DELETE FROM user_role WHERE user_id = $1 AND role_id = $2", [user, RESEARCHER_ID]);
+    for (const ms of await Promise.all(
+      replicas().map((r) => reflected(r, user, "CAN_CREATE_PROJECTS", "denied", since)),
+    )) {
+      expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+  });
+
+  it("a plain-SQL role_permission row (fresh uuid id) reaches every replica within 200 ms, and its removal too", async () => {
+    const viewer = randomUUID();
+    await sql("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [viewer, VIEWER_ID]);
+    for (const r of replicas()) {
+      await reflected(r, viewer, "CAN_APPROVE_PROJECTS", "denied", performance.now(), { holdMs: 0 });
+    }
+    const pair = randomUUID();
+    let since = await commit("INSERT INTO role_permission (id, role_id, permission_id) VALUES ($1, $2, $3)", [
+      pair,
+      VIEWER_ID,
+      CAN_APPROVE_PROJECTS_ID,
+    ]);
+    for (const ms of await Promise.all(
+      replicas().map((r) => reflected(r, viewer, "CAN_APPROVE_PROJECTS", "allowed", since)),
+    )) {
+      expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+    const answer = await b.client.call(m.checkPermission, {
+      userId: viewer,
+      permission: "can_approve_projects",
+    });
+    expect(answer.grantedBy).toEqual(["Viewer"]);
+
+    since = await commit("DELETE FROM role_permission WHERE id = $1", [pair]);
+    for (const ms of await Promise.all(
+      replicas().map((r) => reflected(r, viewer, "CAN_APPROVE_PROJECTS", "denied", since)),
+    )) {
+      expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+  });
+
+  it("a permission created by plain SQL goes from NOT_FOUND to allowed on every replica within 200 ms", async () => {
+    const name = `CAN_COHERE_${randomBytes(4).toString("hex").toUpperCase()}`;
+    const permissionId = randomUUID();
+    const viewer = randomUUID();
+    await sql("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [viewer, VIEWER_ID]);
+    for (const r of replicas()) {
+      const status = await r.client.fail(m.checkPermission, { userId: viewer, permission: name });
+      expect(status).toEqual({ code: grpc.status.NOT_FOUND, details: `permission: no permission "${name}"` });
+    }
+    // As FLIP's API would: the permission, then the pair giving it to a role, in one transaction.
+    await sql("BEGIN");
+    await sql("INSERT INTO permission (id, permission_name, permission_description) VALUES ($1, $2, $3)", [
+      permissionId,
+      name,
+      "added by FLIP",
+    ]);
+    await sql("INSERT INTO role_permission (id, role_id, permission_id) VALUES ($1, $2, $3)", [
+      randomUUID(),
+      VIEWER_ID,
+      permissionId,
+    ]);
+    const since = await commit("COMMIT");
+    for (const ms of await Promise.all(replicas().map((r) => reflected(r, viewer, name, "allowed", since)))) {
+      expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+    // By id too, and listed.
+    expect(await checkOutcome(a, viewer, permissionId)).toBe("allowed");
+    const listed = await b.client.call(m.listPermissions, {});
+    expect(listed.permissions.map((p) => p.name)).toContain(name);
+  });
+
+  it("WatchChanges: a change made on A and one by plain SQL reach watchers on both replicas once, in order", async () => {
+    const base = await a.client.call(m.assignRole, { userId: randomUUID(), role: "Viewer" });
+    const after = base.writtenAt;
+    const watchers = [b, b, a].map((r) => r.client.stream(m.watchChanges, { after }));
+    const live = b.client.stream(m.watchChanges, { after: "" });
+    await sleep(300); // the "from now" watcher registers when the server handles the call
+
+    const viaA = randomUUID();
+    const viaSql = randomUUID();
+    const written = await a.client.call(m.assignRole, { userId: viaA, role: "Researcher" });
+    await sql("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [viaSql, VIEWER_ID]);
+    const expected = [
+      { revision: written.writtenAt, kind: ChangeKind.USER_ROLES, userId: viaA },
+      { revision: String(rev(written.writtenAt) + 1), kind: ChangeKind.USER_ROLES, userId: viaSql },
+    ];
+    expect(rev(written.writtenAt)).toBe(rev(after) + 1);
+
+    // Asked for one more than expected: the timeout proves nothing else (no repeat) arrives.
+    const results = await Promise.all([...watchers, live].map((stream) => take(stream, 3, 1500)));
+    for (const result of results) {
+      expect(result.error).toBeUndefined();
+      expect(result.messages.map(change)).toEqual(expected);
+    }
+
+    // A later watcher from the older revision replays the same changes from the log.
+    const replay = await take(b.client.stream(m.watchChanges, { after }), 2, 5000);
+    expect(replay.messages.map(change)).toEqual(expected);
+    const fromMiddle = await take(b.client.stream(m.watchChanges, { after: written.writtenAt }), 1, 5000);
+    expect(fromMiddle.messages.map(change)).toEqual(expected.slice(1));
+  });
+
+  it("at_least_as_fresh from A is honoured by B when B's feed is behind (B frozen while others write)", async () => {
+    // B is frozen (SIGSTOP) while FLIP commits a run of changes and A writes; the check reaches B together
+    // with the backlog of notifications, so B may handle it before its feed has applied A's write.
+    const rounds = 5;
+    let slowPath = 0;
+    for (let round = 0; round < rounds; round++) {
+      const user = randomUUID();
+      expect(await checkOutcome(b, user, "CAN_CREATE_PROJECTS")).toBe("denied"); // cached on B
+      const bypassBefore = await b.metric("authz_cache_bypass_reads");
+      b.signal("SIGSTOP");
+      let answer: Promise<{ allowed: boolean; checkedAt: string }> | undefined;
+      let writtenAt = "";
+      try {
+        for (let i = 0; i < 100; i++) {
+          await sql("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [randomUUID(), VIEWER_ID]);
+        }
+        writtenAt = (await a.client.call(m.assignRole, { userId: user, role: "Researcher" })).writtenAt;
+        answer = b.client.call(m.checkPermission, {
+          userId: user,
+          permission: "CAN_CREATE_PROJECTS",
+          atLeastAsFresh: writtenAt,
+        });
+        await sleep(20);
+      } finally {
+        b.signal("SIGCONT");
+      }
+      const t0 = performance.now();
+      const result = await answer;
+      const took = performance.now() - t0;
+      expect(result?.allowed).toBe(true);
+      expect(rev(result?.checkedAt ?? "")).toBeGreaterThanOrEqual(rev(writtenAt));
+      if ((await b.metric("authz_cache_bypass_reads")) > bypassBefore || took > 20) slowPath++;
+    }
+    console.info(`at_least_as_fresh on a frozen B: ${slowPath}/${rounds} rounds waited or read the database`);
+  });
+
+  it("LISTEN connections killed, then a plain-SQL change at once: no replica answers stale after 200 ms, none flips back", async () => {
+    const user = randomUUID();
+    await sql("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [user, RESEARCHER_ID]);
+    // Both replicas have the user cached as allowed.
+    for (const r of replicas()) {
+      await reflected(r, user, "CAN_CREATE_PROJECTS", "allowed", performance.now(), { holdMs: 0 });
+    }
+    const bypassBefore = await Promise.all(replicas().map((r) => r.metric("authz_cache_bypass_reads")));
+
+    // Readiness watched throughout, every 5 ms.
+    const readiness: { replica: string; at: number; ready: boolean }[] = [];
+    let watching = true;
+    const watchReady = (async () => {
+      while (watching) {
+        for (const r of replicas())
+          readiness.push({ replica: r.name, at: performance.now(), ready: await r.ready() });
+        await sleep(5);
+      }
+    })();
+
+    const killed = await sql(
+      "SELECT pg_terminate_backend(pid) AS terminated FROM pg_stat_activity WHERE query ILIKE 'LISTEN%' AND datname = current_database()",
+    );
+    expect(killed.rows.map((row) => row.terminated)).toEqual([true, true]);
+    const since = await commit("DELETE FROM user_role WHERE user_id = $1", [user]);
+
+    const times = await Promise.all(
+      replicas().map((r) => reflected(r, user, "CAN_CREATE_PROJECTS", "denied", since, { holdMs: 1500 })),
+    );
+    for (const ms of times) expect(ms).toBeLessThan(PROPAGATION_MS);
+
+    // Both feeds came back: ready again, and later changes still propagate through LISTEN.
+    for (const r of replicas()) {
+      for (let i = 0; !(await r.ready()); i++) {
+        if (i > 100) throw new Error(`${r.name} not ready again within 10 s`);
+        await sleep(100);
+      }
+    }
+    watching = false;
+    await watchReady;
+    for (const r of replicas()) {
+      expect(r.output()).toContain("change feed interrupted");
+      // While its feed was down, each replica either said so on /readyz or answered from the database.
+      const notReady = readiness.some((s) => s.replica === r.name && !s.ready);
+      const bypass =
+        (await r.metric("authz_cache_bypass_reads")) - (bypassBefore[replicas().indexOf(r)] ?? 0);
+      expect(notReady || bypass > 0).toBe(true);
+      console.info(`${r.name}: NOT_SERVING seen during the outage: ${notReady}; database reads: ${bypass}`);
+    }
+    const again = await commit("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [
+      user,
+      RESEARCHER_ID,
+    ]);
+    for (const ms of await Promise.all(
+      replicas().map((r) => reflected(r, user, "CAN_CREATE_PROJECTS", "allowed", again)),
+    )) {
+      expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+  });
+});
