@@ -965,6 +965,10 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
             });
             expect(fresh).toMatchObject({ allowed: true, grantedBy: ["Researcher"] });
             expect(rev(fresh.checkedAt)).toBeGreaterThanOrEqual(rev(written.writtenAt));
+            // An unchanged write on the replica answers a revision that reflects the state it found.
+            const unchanged = await replica.client.call(m.assignRole, { userId: user, role: "Researcher" });
+            expect(unchanged).toMatchObject({ changed: false, roles: ["Researcher"] });
+            expect(rev(unchanged.writtenAt)).toBeGreaterThanOrEqual(rev(written.writtenAt));
             const revoked = await revoke(user, "Researcher");
             const gone = await replica.client.call(m.checkPermission, {
               userId: user,
@@ -1232,6 +1236,19 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         expect(stats.misses).toBe(before.misses);
         expect(stats.databaseReads).toBe(before.databaseReads);
         expect(stats.hits).toBe(before.hits + 70);
+      });
+
+      it("caches a user with no rows too: repeated denied checks cost no round trip", async () => {
+        const user = randomUUID();
+        await check(user, "CAN_MANAGE_USERS");
+        const stats = t.app.reader.stats;
+        const before = { ...stats };
+        for (let i = 0; i < 30; i++) expect((await check(user, "CAN_MANAGE_USERS")).allowed).toBe(false);
+        expect(stats.misses).toBe(before.misses);
+        expect(stats.databaseReads).toBe(before.databaseReads);
+        // fully_consistent always reads the database.
+        await check(user, "CAN_MANAGE_USERS", { fullyConsistent: true });
+        expect(stats.databaseReads).toBe(before.databaseReads + 1);
       });
     });
 
