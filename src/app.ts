@@ -52,6 +52,17 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   });
   const security = createTransportSecurity(config.tls);
   if (openWarning) logger.warn(openWarning);
+  const certificate = security.certificate;
+  if (certificate) {
+    const now = Date.now();
+    // Not a refusal: a restart must not turn a certificate problem into an outage of a running fleet.
+    if (now > certificate.validTo.getTime() || now < certificate.validFrom.getTime()) {
+      logger.warn(
+        { subject: certificate.subject, validFrom: certificate.validFrom, validTo: certificate.validTo },
+        "the TLS certificate in AUTHZ_TLS_CERT_FILE is not valid now: clients will refuse the handshake",
+      );
+    }
+  }
 
   const store = await openStore(config.database, { migrate: config.migrateOnStart, logger });
   const hub = new ChangeHub(store);
@@ -144,6 +155,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       database: redactDatabase(config.database),
       auth: authenticator.mode,
       tls: config.tls ? (config.tls.clientCaFile ? "mutual" : "server") : "off",
+      ...(certificate && { certificate: { subject: certificate.subject, validTo: certificate.validTo } }),
     },
     "flip-authz listening",
   );

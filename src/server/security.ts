@@ -10,6 +10,8 @@ export interface TransportSecurity {
   grpc: grpc.ServerCredentials;
   /** Set when the HTTP listener must speak TLS. */
   https?: HttpsOptions;
+  /** The serving certificate (the leaf), for the start-up log. */
+  certificate?: { subject: string; validFrom: Date; validTo: Date };
 }
 
 export function createTransportSecurity(tls: TlsConfig | undefined): TransportSecurity {
@@ -22,5 +24,10 @@ export function createTransportSecurity(tls: TlsConfig | undefined): TransportSe
       material.clientCa !== undefined,
     ),
     https: httpsServerOptions(material),
+    certificate: {
+      subject: material.leaf.subject.replace(/\n/g, ", "),
+      validFrom: material.leaf.validFromDate,
+      validTo: material.leaf.validToDate,
+    },
   };
 }

@@ -2,6 +2,11 @@
 // trust the CA get answers, others fail the handshake) and mutual TLS (a CA-signed client certificate is
 // accepted; none, or a self-signed one, is refused at the handshake). Credentials are still required.
 
+import { execFileSync } from "node:child_process";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
@@ -32,6 +37,73 @@ beforeAll(async () => {
 afterAll(async () => {
   await db?.close();
 });
+
+/** A server certificate signed by the test CA that expired on 2020-01-02 (openssl ca can backdate). */
+function expiredCertificate(pki: TestPki): { cert: string; key: string } {
+  const dir = mkdtempSync(join(tmpdir(), "flip-authz-expired-"));
+  const file = (name: string) => join(dir, name);
+  writeFileSync(file("index.txt"), "");
+  writeFileSync(file("serial"), "01\n");
+  writeFileSync(
+    file("ca.cnf"),
+    [
+      "[ca]",
+      "default_ca = test",
+      "[test]",
+      `database = ${file("index.txt")}`,
+      `new_certs_dir = ${dir}`,
+      `serial = ${file("serial")}`,
+      "default_md = sha256",
+      "policy = any",
+      "copy_extensions = copy",
+      "[any]",
+      "commonName = supplied",
+      "",
+    ].join("\n"),
+  );
+  const openssl = (args: string[]) => execFileSync("openssl", args, { stdio: ["ignore", "ignore", "pipe"] });
+  openssl([
+    "genpkey",
+    "-algorithm",
+    "EC",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-out",
+    file("expired.key"),
+  ]);
+  openssl([
+    "req",
+    "-new",
+    "-key",
+    file("expired.key"),
+    "-subj",
+    "/CN=expired.localhost",
+    "-addext",
+    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+    "-out",
+    file("expired.csr"),
+  ]);
+  openssl([
+    "ca",
+    "-batch",
+    "-config",
+    file("ca.cnf"),
+    "-cert",
+    pki.ca.cert,
+    "-keyfile",
+    pki.ca.key,
+    "-in",
+    file("expired.csr"),
+    "-out",
+    file("expired.crt"),
+    "-startdate",
+    "20200101000000Z",
+    "-enddate",
+    "20200102000000Z",
+    "-notext",
+  ]);
+  return { cert: file("expired.crt"), key: file("expired.key") };
+}
 
 /** ListRoles with the token on both listeners; the outcome code of each. */
 async function listRolesOn(t: SecureApp, tls: ClientTls | undefined): Promise<Record<string, number>> {
@@ -68,8 +140,14 @@ describe("server TLS on both listeners", () => {
     await t?.close();
   });
 
-  it("logs that TLS is on", () => {
-    expect(t.logs.find((line) => line.includes('"flip-authz listening"'))).toContain('"tls":"server"');
+  it("logs that TLS is on, with the certificate's subject and expiry, and no warning about it", () => {
+    const listening = JSON.parse(t.logs.find((line) => line.includes('"flip-authz listening"')) ?? "{}");
+    const leaf = new X509Certificate(pki.read(pki.server.cert));
+    expect(listening).toMatchObject({
+      tls: "server",
+      certificate: { subject: "CN=localhost", validTo: leaf.validToDate.toISOString() },
+    });
+    expect(t.logs.join("")).not.toContain("TLS certificate");
     expect(t.httpBase).toMatch(/^https:/);
   });
 
@@ -124,6 +202,35 @@ describe("server TLS on both listeners", () => {
       plaintext.close();
     }
     await expect(rawRequest(`${t.httpBase.replace("https:", "http:")}/healthz`, {})).rejects.toThrow();
+  });
+});
+
+describe("an expired server certificate", () => {
+  it("starts (no outage on restart) but warns, and clients refuse the handshake", async () => {
+    const expired = expiredCertificate(pki);
+    const t = await startSecureApp(db.url, {
+      AUTHZ_SERVICE_TOKENS: TOKEN,
+      AUTHZ_TLS_CERT_FILE: expired.cert,
+      AUTHZ_TLS_KEY_FILE: expired.key,
+      AUTHZ_LOG_LEVEL: "info",
+    });
+    try {
+      const warning = t.logs
+        .map((line) => JSON.parse(line) as Record<string, unknown>)
+        .find((entry) => String(entry.msg).includes("TLS certificate"));
+      expect(warning).toMatchObject({
+        level: 40,
+        msg: "the TLS certificate in AUTHZ_TLS_CERT_FILE is not valid now: clients will refuse the handshake",
+        subject: "CN=expired.localhost",
+        validTo: "2020-01-02T00:00:00.000Z",
+      });
+      expect(await listRolesOn(t, { ca: pki.read(pki.ca.cert) })).toEqual({
+        grpc: S.UNAVAILABLE,
+        connect: -1,
+      });
+    } finally {
+      await t.close();
+    }
   });
 });
 
