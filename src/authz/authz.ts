@@ -188,7 +188,7 @@ export class Authz {
   async setUserRoles(userIdInput: string, roleRefs: string[], actorId: string): Promise<RolesOutput> {
     const userId = parseUuid(userIdInput, "user_id");
     // A malformed request is INVALID_ARGUMENT whatever it refers to: check every entry before any lookup.
-    roleRefs.forEach((ref, i) => required(ref, `roles[${i}]`));
+    for (const [i, ref] of roleRefs.entries()) required(ref, `roles[${i}]`);
     const roleIds: string[] = [];
     for (const [i, ref] of roleRefs.entries()) {
       const role = await this.#resolveRole(ref, `roles[${i}]`);
