@@ -7,7 +7,7 @@ import type { ChangeHub } from "./change-hub.ts";
 import { Lru } from "./lru.ts";
 import type { CatalogView, Consistency, Reader, UserView } from "./reader.ts";
 import { RoleIndex } from "./role-index.ts";
-import type { Change, Revision, Store } from "./store.ts";
+import type { Catalog, Change, Revision, Store } from "./store.ts";
 
 export interface CachedReaderOptions {
   userCacheSize: number;
@@ -37,6 +37,8 @@ export class CachedReader implements Reader {
   readonly #freshnessWaitMs: number;
   readonly #onError: (error: unknown, context: string) => void;
   #index: RoleIndex | undefined;
+  /** The revision the loaded map reflects. */
+  #indexRevision = 0;
   /** Every change up to here is reflected in the caches. */
   #applied: Revision = 0;
   /** False until started, while the change feed is interrupted and while a needed catalog reload fails:
@@ -73,7 +75,8 @@ export class CachedReader implements Reader {
       onResumed: () => this.#onResumed(),
     });
     const catalog = await this.#store.loadCatalog();
-    this.#index = new RoleIndex(catalog);
+    // A change delivered meanwhile may have reloaded a newer map already: keep that one.
+    this.#adopt(catalog);
     if (catalog.revision > this.#applied) this.#applied = catalog.revision;
     this.#feedUp = hub.connected;
     this.#started = true;
@@ -239,12 +242,19 @@ export class CachedReader implements Reader {
     try {
       const catalog = await this.#store.loadCatalog();
       this.stats.catalogReloads++;
-      this.#index = new RoleIndex(catalog);
+      this.#adopt(catalog);
       return true;
     } catch (error) {
       this.#onError(error, "catalog reload");
       return false;
     }
+  }
+
+  /** Installs a loaded map unless the one in place reflects a later revision (loads may finish out of order). */
+  #adopt(catalog: Catalog): void {
+    if (this.#index !== undefined && catalog.revision < this.#indexRevision) return;
+    this.#index = new RoleIndex(catalog);
+    this.#indexRevision = catalog.revision;
   }
 
   #releaseWaiters(): void {

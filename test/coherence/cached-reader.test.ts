@@ -199,4 +199,49 @@ describe("CachedReader on a real SQLite store", () => {
     // The overtaken answer was not cached either.
     expect(roleNames(await cached.user(user, CACHED))).toEqual(["Researcher"]);
   });
+
+  it("a map loaded at start that finishes after a newer reload does not replace it", async () => {
+    const count = counted(store);
+    // The start's loadCatalog reads at once, but its answer is held back until released.
+    let release: () => void = () => {};
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let first = true;
+    const slow: Store = new Proxy(count.store, {
+      get(target, key, receiver) {
+        if (key !== "loadCatalog") return Reflect.get(target, key, receiver);
+        return async () => {
+          const result = await target.loadCatalog();
+          if (first) {
+            first = false;
+            await held;
+          }
+          return result;
+        };
+      },
+    });
+    const hub = new ChangeHub(store);
+    await hub.start();
+    const cached = new CachedReader(slow, createDatabaseReader(slow), { userCacheSize: 100 });
+    opened.push(hub, cached);
+    const started = cached.start(hub);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    // Viewer gains a permission while the start's map is on its way: the feed makes the reader reload.
+    await storeSql(store, "INSERT INTO role_permission (id, role_id, permission_id) VALUES (?, ?, ?)", [
+      randomUUID(),
+      VIEWER_ID,
+      CAN_APPROVE_PROJECTS_ID,
+    ]);
+    const revision = await store.currentRevision();
+    for (let i = 0; cached.appliedRevision < revision; i++) {
+      if (i > 200) throw new Error("the change never reached the reader");
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    release();
+    await started;
+    const viewer = randomUUID();
+    await store.assignRole(viewer, VIEWER_ID, NIL);
+    expect(granted(await cached.user(viewer, { kind: "full" }), "CAN_APPROVE_PROJECTS")).toEqual(["Viewer"]);
+    expect(granted(await cached.user(viewer, CACHED), "CAN_APPROVE_PROJECTS")).toEqual(["Viewer"]);
+    await storeSql(store, "DELETE FROM role_permission WHERE role_id = ?", [VIEWER_ID]);
+  });
 });
