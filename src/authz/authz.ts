@@ -144,6 +144,13 @@ export class Authz {
     const permissionRef = required(input.permission, `${prefix}permission`);
     const consistency = consistencyOf(input, prefix);
     const view = await this.#reader.user(userId, consistency);
+    if (consistency.kind === "fresh" && view.revision < consistency.atLeast) {
+      // Revisions commit in order and this read saw every committed one: R has not been written (yet).
+      throw new InvalidArgumentError(
+        `${prefix}at_least_as_fresh`,
+        `revision ${consistency.atLeast} has not been written (the latest is ${view.revision})`,
+      );
+    }
     const permission = view.index.resolvePermission(permissionRef);
     if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${quote(permissionRef)}`);
     const grantedBy = view.index.grantedBy(view.roles, permission.id);

@@ -475,13 +475,23 @@ function headersToMetadata(headers: Headers): grpc.Metadata | undefined {
   return metadata;
 }
 
+/**
+ * The message travels in the grpc-message trailer; clients reset the whole HTTP/2 session on a header
+ * block past their limit (often 8–16 KiB), failing every other call on the connection with it.
+ */
+const MAX_DETAILS_LENGTH = 2048;
+
+function capDetails(message: string): string {
+  return message.length <= MAX_DETAILS_LENGTH ? message : `${message.slice(0, MAX_DETAILS_LENGTH - 1)}…`;
+}
+
 function toStatus(error: ConnectError, context: HandlerContext): grpc.StatusObject {
   const trailer = new Headers(context.responseTrailer);
   for (const [key, value] of error.metadata) trailer.append(key, value);
   return {
     // Connect's Code numbers are gRPC's status codes.
     code: error.code as number as grpc.status,
-    details: error.rawMessage,
+    details: capDetails(error.rawMessage),
     metadata: headersToMetadata(trailer) ?? new grpc.Metadata(),
   };
 }

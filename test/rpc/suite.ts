@@ -945,6 +945,21 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
         expect(after).toMatchObject({ allowed: false });
       });
 
+      it("refuses an at_least_as_fresh revision that has not been written, naming the field", async () => {
+        const user = randomUUID();
+        const written = await assign(user, "Researcher");
+        const future = (rev(written.writtenAt) + 1_000_000n).toString();
+        const status = await client().fail(m.checkPermission, {
+          userId: user,
+          permission: "CAN_CREATE_PROJECTS",
+          atLeastAsFresh: future,
+        });
+        expect(status.code).toBe(S.INVALID_ARGUMENT);
+        expect(status.details).toMatch(
+          new RegExp(`^at_least_as_fresh: revision ${future} has not been written \\(the latest is \\d+\\)$`),
+        );
+      });
+
       it("at_least_as_fresh = written_at on another replica reflects the write", async () => {
         const replica = await startTestApp(db.url);
         try {

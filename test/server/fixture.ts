@@ -69,6 +69,7 @@ export function createTestService(probe: Probe): Partial<ServiceImpl<typeof Auth
       probe.timeouts.push(context.timeoutMs());
       const [kind, arg] = request.userId.split(":");
       if (kind === "code") throw new ConnectError(`failure ${arg}: detail`, Number(arg) as Code);
+      if (kind === "long") throw new ConnectError("x".repeat(Number(arg)), Code.NotFound);
       if (kind === "plain-error") throw new Error("secret: SELECT * FROM users failed at db.internal:5432");
       if (kind === "sleep") {
         try {

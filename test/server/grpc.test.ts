@@ -57,6 +57,14 @@ describe("gRPC listener (grpc-js)", () => {
     },
   );
 
+  it("cuts a huge message short instead of breaking the client's connection", async () => {
+    const error = await unary(f.client, m.checkPermission, { userId: "long:100000" }).catch((e) => e);
+    expect(error.code).toBe(grpc.status.NOT_FOUND);
+    expect(error.details).toBe(`${"x".repeat(2047)}…`);
+    // The same client (and its HTTP/2 session) still works.
+    expect((await unary(f.client, m.checkPermission, { userId: "u", permission: "P" })).allowed).toBe(true);
+  });
+
   it("answers INTERNAL 'internal error' for a non-ConnectError and logs the cause, not the client", async () => {
     const error = await unary(f.client, m.checkPermission, { userId: "plain-error" }).catch((e) => e);
     expect(error.code).toBe(grpc.status.INTERNAL);
