@@ -262,10 +262,13 @@ export function createConnectClient(base: string, tls?: ClientTls): ListenerClie
             const chunks: Buffer[] = [];
             response.on("data", (chunk: Buffer) => chunks.push(chunk));
             response.on("end", () => {
-              const error = JSON.parse(Buffer.concat(chunks).toString("utf8")) as {
-                code: string;
-                message?: string;
-              };
+              const text = Buffer.concat(chunks).toString("utf8");
+              let error: { code: string; message?: string };
+              try {
+                error = JSON.parse(text) as { code: string; message?: string };
+              } catch {
+                error = { code: "unknown", message: `HTTP ${response.statusCode}: ${text.slice(0, 200)}` };
+              }
               queue.push({
                 end: {
                   code: connectCode(error.code),
