@@ -13,8 +13,10 @@ import type { DatabaseConfig } from "../config.ts";
 import { ENTITIES } from "./entities.ts";
 import type { Logger } from "./logger.ts";
 import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.ts";
+import { Migration20261130bStatementChangeLog } from "./migrations/20261130b-statement-change-log.ts";
 
-export const MIGRATIONS = [Migration20261130FlipSchema];
+/** In the order they apply. */
+export const MIGRATIONS = [Migration20261130FlipSchema, Migration20261130bStatementChangeLog];
 
 /** The per-platform pieces of SQL and value conversions used by the store's raw queries. */
 export interface Dialect {

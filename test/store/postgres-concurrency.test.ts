@@ -111,7 +111,7 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: concurrent migrations", () => {
     });
     const pairs = ROLES.reduce((n, role) => n + role.permissions.length, 0);
     expect(counts).toEqual({
-      migrations: 1,
+      migrations: 2,
       permissions: 9,
       roles: 3,
       pairs,
