@@ -21,13 +21,19 @@ export function probeHealth(config: Config, timeoutMs = 3000): Promise<string> {
   const target = localTarget(config.grpcListen.host, config.grpcListen.port);
   let credentials = grpc.credentials.createInsecure();
   if (config.tls) {
-    // We dial our own listener, so its own certificate is the root we trust. Under mutual TLS the
-    // handshake needs a client certificate this probe does not have: probe /readyz there instead.
-    credentials = grpc.credentials.createSsl(readFileSync(config.tls.certFile), null, null, {
-      checkServerIdentity: () => undefined,
+    // We dial our own listener on this machine and send nothing secret, so the server's certificate is
+    // not verified (a CA-signed one could not be, without the CA). Under mutual TLS the probe presents the
+    // server's own certificate, which must then also allow client authentication (README, "Security").
+    const identity = config.tls.clientCaFile
+      ? { key: readFileSync(config.tls.keyFile), cert: readFileSync(config.tls.certFile) }
+      : { key: null, cert: null };
+    credentials = grpc.credentials.createSsl(null, identity.key, identity.cert, {
+      rejectUnauthorized: false,
     });
   }
-  const client = new grpc.Client(target, credentials);
+  // An IP address is no TLS server name (RFC 6066; Node warns): name ourselves, unverified anyway.
+  const options = config.tls ? { "grpc.ssl_target_name_override": "localhost" } : {};
+  const client = new grpc.Client(target, credentials, options);
   return new Promise<string>((resolve, reject) => {
     client.makeUnaryRequest(
       "/grpc.health.v1.Health/Check",

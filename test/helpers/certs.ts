@@ -20,6 +20,11 @@ export interface TestPki {
   ca: CertFiles;
   /** serverAuth, SAN IP:127.0.0.1 and DNS:localhost, signed by `ca`. */
   server: CertFiles;
+  /**
+   * serverAuth and clientAuth, SAN as `server`, signed by `ca`: a server certificate that may also act as
+   * a client, which `flip-authz healthcheck` needs under mutual TLS.
+   */
+  peer: CertFiles;
   /** clientAuth, CN flip-test-client, signed by `ca`. */
   client: CertFiles;
   /** clientAuth, self-signed: a client `ca` does not vouch for. */
@@ -38,6 +43,12 @@ const EXTENSIONS = {
     "basicConstraints=critical,CA:FALSE",
     "keyUsage=critical,digitalSignature",
     "extendedKeyUsage=serverAuth",
+    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+  ],
+  peer: [
+    "basicConstraints=critical,CA:FALSE",
+    "keyUsage=critical,digitalSignature",
+    "extendedKeyUsage=serverAuth,clientAuth",
     "subjectAltName=IP:127.0.0.1,DNS:localhost",
   ],
   client: [
@@ -88,7 +99,8 @@ function makeCert(
 export function createTestPki(dir = mkdtempSync(join(tmpdir(), "flip-authz-pki-"))): TestPki {
   const ca = makeCert(dir, "ca", "/CN=flip-authz test CA", EXTENSIONS.ca, "self");
   const server = makeCert(dir, "server", "/CN=localhost", EXTENSIONS.server, ca);
+  const peer = makeCert(dir, "peer", "/CN=localhost", EXTENSIONS.peer, ca);
   const client = makeCert(dir, "client", "/CN=flip-test-client", EXTENSIONS.client, ca);
   const selfSigned = makeCert(dir, "self-signed", "/CN=flip-test-intruder", EXTENSIONS.client, "self");
-  return { dir, ca, server, client, selfSigned, read: (path) => readFileSync(path) };
+  return { dir, ca, server, peer, client, selfSigned, read: (path) => readFileSync(path) };
 }

@@ -172,10 +172,9 @@ describe("server TLS on both listeners", () => {
     expect(healthz.status).toBe(200);
   });
 
-  // KNOWN BUG (src/server/health-probe.ts): the probe trusts AUTHZ_TLS_CERT_FILE as its only root, which
-  // verifies only a self-signed certificate; with a CA-signed one (the usual case) the handshake fails with
-  // "unable to verify the first certificate" and the container is reported unhealthy. it.fails flips when fixed.
-  it.fails("flip-authz healthcheck (the image's HEALTHCHECK) reports SERVING over TLS", async () => {
+  // With a CA-signed certificate (the usual case) the probe cannot verify the chain; it need not: it dials
+  // its own loopback listener and sends nothing secret.
+  it("flip-authz healthcheck (the image's HEALTHCHECK) reports SERVING over TLS", async () => {
     const result = await runCli(["healthcheck"], {
       DATABASE_URL: db.url,
       AUTHZ_GRPC_LISTEN: t.grpcTarget,
@@ -239,8 +238,9 @@ describe("mutual TLS on both listeners (AUTHZ_TLS_CLIENT_CA_FILE)", () => {
   beforeAll(async () => {
     t = await startSecureApp(db.url, {
       AUTHZ_SERVICE_TOKENS: TOKEN,
-      AUTHZ_TLS_CERT_FILE: pki.server.cert,
-      AUTHZ_TLS_KEY_FILE: pki.server.key,
+      // A server certificate that may also authenticate a client: the healthcheck presents it.
+      AUTHZ_TLS_CERT_FILE: pki.peer.cert,
+      AUTHZ_TLS_KEY_FILE: pki.peer.key,
       AUTHZ_TLS_CLIENT_CA_FILE: pki.ca.cert,
       AUTHZ_LOG_LEVEL: "info",
     });
@@ -271,16 +271,15 @@ describe("mutual TLS on both listeners (AUTHZ_TLS_CLIENT_CA_FILE)", () => {
     }
   });
 
-  // KNOWN BUG (src/server/health-probe.ts): under mutual TLS the probe has no client certificate, so it can
-  // never pass (and /readyz, which its comment suggests, sits behind the same mutual TLS). it.fails flips when fixed.
-  it.fails("flip-authz healthcheck (the image's HEALTHCHECK) reports SERVING under mutual TLS", async () => {
+  // Under mutual TLS the probe presents the server's own certificate, so it must allow clientAuth.
+  it("flip-authz healthcheck (the image's HEALTHCHECK) reports SERVING under mutual TLS", async () => {
     const result = await runCli(["healthcheck"], {
       DATABASE_URL: db.url,
       AUTHZ_GRPC_LISTEN: t.grpcTarget,
       AUTHZ_HTTP_LISTEN: `127.0.0.1:${t.app.httpPort}`,
       AUTHZ_SERVICE_TOKENS: TOKEN,
-      AUTHZ_TLS_CERT_FILE: pki.server.cert,
-      AUTHZ_TLS_KEY_FILE: pki.server.key,
+      AUTHZ_TLS_CERT_FILE: pki.peer.cert,
+      AUTHZ_TLS_KEY_FILE: pki.peer.key,
       AUTHZ_TLS_CLIENT_CA_FILE: pki.ca.cert,
     });
     expect({ code: result.code, stdout: result.stdout.trim(), stderr: result.stderr.trim() }).toEqual({
