@@ -1,7 +1,7 @@
 // The AuthzService implementation, written once and served by both transports (src/server/). Each handler
 // asks the guard who may make the call, translates proto → domain, calls the domain, and translates back.
 
-import type { HandlerContext, ServiceImpl } from "@connectrpc/connect";
+import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import type { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import type { RpcMethod } from "../auth/rules.ts";
 import type { Authz } from "../authz/authz.ts";
@@ -126,9 +126,11 @@ export function createAuthzService(
         await guard(ctx, "WatchChanges", []);
         for await (const change of authz.watchChanges(req.after, ctx.signal)) yield changeMessage(change);
       } catch (error) {
-        if (ctx.signal.aborted) return;
-        fail("WatchChanges")(error);
+        if (!ctx.signal.aborted) fail("WatchChanges")(error);
       }
+      // The stream stops when its signal fires; end with why (deadline exceeded, cancelled, shutting down),
+      // not with OK, which would tell the client it saw everything.
+      if (ctx.signal.aborted && ctx.signal.reason instanceof ConnectError) throw ctx.signal.reason;
     },
   };
 }
