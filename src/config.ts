@@ -169,10 +169,23 @@ export function loadConfig(env: Env = process.env): Config {
       );
     }
     const jwksUrl = optional(env, "AUTHZ_JWKS_URL") ?? `${issuer.replace(/\/+$/, "")}/.well-known/jwks.json`;
+    let parsed: URL;
     try {
-      new URL(jwksUrl);
+      parsed = new URL(jwksUrl);
     } catch {
       throw new ConfigError("AUTHZ_JWKS_URL", "must be a URL");
+    }
+    // Signing keys fetched in clear text could be swapped on the way: https, except from this machine.
+    if (
+      parsed.protocol !== "https:" &&
+      !(parsed.protocol === "http:" && isLoopback(parsed.hostname.replace(/^\[|\]$/g, "")))
+    ) {
+      if (optional(env, "AUTHZ_JWKS_FILE") === undefined) {
+        throw new ConfigError(
+          optional(env, "AUTHZ_JWKS_URL") === undefined ? "AUTHZ_JWT_ISSUER" : "AUTHZ_JWKS_URL",
+          "the JWKS must be fetched over https:// (http:// only from a loopback address)",
+        );
+      }
     }
     jwt = { issuer, jwksUrl };
     const audience = optional(env, "AUTHZ_JWT_AUDIENCE");

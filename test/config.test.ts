@@ -94,6 +94,29 @@ describe("configuration", () => {
     expect(error.message).toContain(problem);
   });
 
+  it("fetches signing keys only over https, or http from loopback", () => {
+    expect(failure({ AUTHZ_JWT_ISSUER: "http://idp.example.com/pool" }).message).toBe(
+      "AUTHZ_JWT_ISSUER: the JWKS must be fetched over https:// (http:// only from a loopback address)",
+    );
+    expect(
+      failure({
+        AUTHZ_JWT_ISSUER: "https://idp.example.com/pool",
+        AUTHZ_JWKS_URL: "http://keys.example.com/jwks",
+      }).variable,
+    ).toBe("AUTHZ_JWKS_URL");
+    expect(loadConfig({ AUTHZ_JWT_ISSUER: "http://127.0.0.1:9000/pool" }).jwt?.jwksUrl).toBe(
+      "http://127.0.0.1:9000/pool/.well-known/jwks.json",
+    );
+    expect(loadConfig({ AUTHZ_JWT_ISSUER: "http://[::1]:9000/pool" }).jwt?.issuer).toBe(
+      "http://[::1]:9000/pool",
+    );
+    // With the keys in a file, nothing is fetched: an http issuer is only a name to match.
+    expect(
+      loadConfig({ AUTHZ_JWT_ISSUER: "http://idp.example.com/pool", AUTHZ_JWKS_FILE: "jwks.json" }).jwt
+        ?.jwksFile,
+    ).toBe("jwks.json");
+  });
+
   it("refuses a short service token without echoing it", () => {
     const error = failure({ AUTHZ_SERVICE_TOKENS: "long-enough-token-here,short-secret" });
     expect(error.message).toBe("AUTHZ_SERVICE_TOKENS: token #2 is shorter than 16 characters");

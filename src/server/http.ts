@@ -95,9 +95,11 @@ export function createHttpServer<S extends DescService>(
 ): Server | HttpsServer {
   const handler = createHttpHandler(options);
   const server = options.tls ? createHttpsServer(options.tls, handler) : createServer(handler);
-  server.on("clientError", (error, socket) => {
-    // Malformed HTTP: answer 400 instead of leaving the socket hanging.
-    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
+  server.on("clientError", (error: NodeJS.ErrnoException, socket) => {
+    // Malformed HTTP: answer instead of leaving the socket hanging; headers too large have their own status.
+    const status =
+      error.code === "HPE_HEADER_OVERFLOW" ? "431 Request Header Fields Too Large" : "400 Bad Request";
+    if (socket.writable) socket.end(`HTTP/1.1 ${status}\r\nConnection: close\r\n\r\n`);
     else socket.destroy(error);
   });
   return server;
