@@ -305,6 +305,12 @@ describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on
       await reflected(r, user, "CAN_CREATE_PROJECTS", "allowed", performance.now(), { holdMs: 0 });
     }
     const bypassBefore = await Promise.all(replicas().map((r) => r.metric("authz_cache_bypass_reads")));
+    // A watcher on each replica, from the revision of the last change, across the outage.
+    const { rows } = await sql("SELECT revision::text AS revision FROM authz_revision WHERE id = 1");
+    const start = Number(rows[0]?.revision);
+    const watchers = replicas().map((r) =>
+      take(r.client.stream(m.watchChanges, { after: String(start) }), 3, 3500),
+    );
 
     // Readiness watched throughout, every 5 ms.
     const readiness: { replica: string; at: number; ready: boolean }[] = [];
@@ -354,6 +360,14 @@ describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on
       replicas().map((r) => reflected(r, user, "CAN_CREATE_PROJECTS", "allowed", again)),
     )) {
       expect(ms).toBeLessThan(PROPAGATION_MS);
+    }
+    // The watchers saw the change made during the outage and the one after, each once, in order.
+    for (const result of await Promise.all(watchers)) {
+      expect(result.error).toBeUndefined();
+      expect(result.messages.map(change)).toEqual([
+        { revision: String(start + 1), kind: ChangeKind.USER_ROLES, userId: user },
+        { revision: String(start + 2), kind: ChangeKind.USER_ROLES, userId: user },
+      ]);
     }
   });
 });
