@@ -124,7 +124,12 @@ export function createAuthzService(
     async *watchChanges(req, ctx) {
       try {
         await guard(ctx, "WatchChanges", []);
-        for await (const change of authz.watchChanges(req.after, ctx.signal)) yield changeMessage(change);
+        for await (const change of authz.watchChanges(req.after, ctx.signal)) {
+          // Rights can end while a stream is open (a token expires, the watcher's role is revoked): no
+          // change goes out without the caller being allowed it now. The check is served from memory.
+          await guard(ctx, "WatchChanges", []);
+          yield changeMessage(change);
+        }
       } catch (error) {
         if (!ctx.signal.aborted) fail("WatchChanges")(error);
       }

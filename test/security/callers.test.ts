@@ -307,6 +307,34 @@ describe("callers and credentials, SQLite file", () => {
         }
       });
 
+      it("ends a manager's WatchChanges with PERMISSION_DENIED once their rights end, before the next change", async () => {
+        const watcher = randomUUID();
+        const token = bearer(await signAccessToken(pool.rsa, watcher));
+        expectOk(
+          await c.unary(m.assignRole, { userId: watcher, role: "Admin" }, { authorization: admin.rs256 }),
+        );
+        const stream = c.stream(m.watchChanges, {}, { authorization: token });
+        try {
+          expect(await stream.next(300)).toEqual({ timeout: true });
+          const seen = randomUUID();
+          expectOk(
+            await c.unary(m.assignRole, { userId: seen, role: "Viewer" }, { authorization: admin.rs256 }),
+          );
+          expect(await stream.next()).toMatchObject({
+            message: { kind: "CHANGE_KIND_USER_ROLES", userId: seen },
+          });
+          // The revocation is the next change: it is not delivered to the one who just lost the right.
+          expectOk(
+            await c.unary(m.revokeRole, { userId: watcher, role: "Admin" }, { authorization: admin.rs256 }),
+          );
+          const end = await stream.next();
+          expect(end).toHaveProperty("end");
+          if ("end" in end) expectStatus(end.end, S.PERMISSION_DENIED, "WatchChanges needs CAN_MANAGE_USERS");
+        } finally {
+          stream.close();
+        }
+      });
+
       it("gains a manager's rights once made Admin, and loses them when revoked (writes read the database)", async () => {
         const user = randomUUID();
         const token = bearer(await signAccessToken(pool.rsa, user));
