@@ -140,8 +140,9 @@ export async function checkOutcome(
 
 /**
  * Polls CheckPermission on `replica` every 5 ms from now until it gives `expected`, then keeps asking for
- * `holdMs` more; resolves to the time until the first right answer (ms since `since`). Rejects when it is
- * not right within `timeoutMs`, or when a right answer is followed by a wrong one.
+ * `holdMs` more; resolves to the time until the first right answer arrived (ms since `since`, so the
+ * latency of that call included). Rejects when it is not right within `timeoutMs`, or when a right answer
+ * is followed by a wrong one. COHERENCE_VERBOSE=1 prints each measurement and the stale answers before it.
  */
 export async function reflected(
   replica: Checker,
@@ -152,11 +153,22 @@ export async function reflected(
   { timeoutMs = 2000, holdMs = 300 } = {},
 ): Promise<number> {
   let firstRight: number | undefined;
+  /** Stale answers before the first right one, each as when it was asked (ms since `since`). */
+  const stale: number[] = [];
   for (;;) {
+    const asked = performance.now() - since;
     const outcome = await checkOutcome(replica, userId, permission);
     const now = performance.now();
     if (outcome === expected) {
-      firstRight ??= now - since;
+      if (firstRight === undefined) {
+        firstRight = now - since;
+        if (process.env.COHERENCE_VERBOSE) {
+          const asks = stale.map((ms) => ms.toFixed(1)).join(", ");
+          console.info(
+            `${replica.name}: ${String(expected)} after ${firstRight.toFixed(1)} ms; stale answers to calls made at [${asks}] ms`,
+          );
+        }
+      }
       if (now - since - firstRight >= holdMs) return firstRight;
     } else if (firstRight !== undefined) {
       throw new Error(
@@ -166,6 +178,8 @@ export async function reflected(
       throw new Error(
         `${replica.name}: ${permission} for ${userId} still ${String(outcome)} (want ${String(expected)}) after ${timeoutMs} ms`,
       );
+    } else {
+      stale.push(asked);
     }
     await sleep(5);
   }
