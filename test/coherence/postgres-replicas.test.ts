@@ -36,6 +36,38 @@ const change = (message: WatchChangesResponse) => ({
   userId: message.userId,
 });
 
+/**
+ * Reads a stream until `count` messages arrived (or `timeoutMs` passed), then 300 ms more to catch any
+ * message too many; cancels it and resolves to everything received.
+ */
+function takeAll(
+  stream: grpc.ClientReadableStream<WatchChangesResponse>,
+  count: number,
+  timeoutMs: number,
+): Promise<{ messages: WatchChangesResponse[]; error?: grpc.StatusObject }> {
+  return new Promise((resolve) => {
+    const messages: WatchChangesResponse[] = [];
+    let error: grpc.StatusObject | undefined;
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      stream.cancel();
+      resolve(error ? { messages, error } : { messages });
+    };
+    const timer = setTimeout(finish, timeoutMs);
+    stream.on("data", (message: WatchChangesResponse) => {
+      messages.push(message);
+      if (messages.length === count) setTimeout(finish, 300);
+    });
+    stream.on("error", (e: grpc.ServiceError) => {
+      if (!done) error = e;
+      finish();
+    });
+  });
+}
+
 describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on one PostgreSQL", () => {
   let db: TestDatabase;
   let a: Replica;
@@ -203,6 +235,9 @@ describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on
     const last = user(rows);
     for (const r of replicas()) expect(await checkOutcome(r, last, "CAN_CREATE_PROJECTS")).toBe("denied");
     const before = Number((await sql("SELECT revision::text AS r FROM authz_revision")).rows[0]?.r);
+    // A live watcher on B takes more than its buffer holds (10 000) at once: it must fall back to the log.
+    const watched = takeAll(b.client.stream(m.watchChanges, { after: String(before) }), rows, 15_000);
+    await sleep(200);
     const t0 = performance.now();
     await sql(
       `INSERT INTO user_role (user_id, role_id)
@@ -223,6 +258,14 @@ describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on
     );
     console.info(
       `bulk insert of ${rows} rows: ${took.toFixed(0)} ms; reflected after ${times.map((t) => t.toFixed(0)).join(" / ")} ms`,
+    );
+    const seen = await watched;
+    expect(seen.error).toBeUndefined();
+    expect(seen.messages).toHaveLength(rows);
+    expect(seen.messages.every((msg, i) => msg.revision === String(before + i + 1))).toBe(true);
+    expect(seen.messages.every((msg) => msg.kind === ChangeKind.USER_ROLES)).toBe(true);
+    expect(new Set(seen.messages.map((msg) => msg.userId))).toEqual(
+      new Set(Array.from({ length: rows }, (_, i) => user(i + 1))),
     );
     const removed = await commit("DELETE FROM user_role WHERE user_id::text LIKE $1", [`${prefix}%`]);
     for (const r of replicas()) {
