@@ -303,22 +303,26 @@ export class Authz {
     signal.addEventListener("abort", notify);
     try {
       let cursor = requested ?? (await this.#store.currentRevision());
-      if (requested !== undefined) {
-        const oldest = await this.#store.oldestRevision();
-        if (oldest > 0 && requested < oldest - 1) {
-          // API.md's status table has no OUT_OF_RANGE: a revision the log no longer reaches is a bad revision.
-          throw new InvalidArgumentError(
-            "after",
-            `revision ${requested} is older than the change log keeps (oldest is ${oldest}); reload and watch from now`,
-          );
-        }
-      }
+      // Checked after the first read of the log, not before: pruning removes a prefix, so if the oldest
+      // entry left then is at most cursor + 1, that read missed nothing.
+      let verified = requested === undefined;
       let catchUp = true;
       while (!signal.aborted) {
         if (catchUp) {
           overflow = false;
           for (;;) {
             const changes = await this.#store.changesAfter(cursor, 500);
+            if (!verified) {
+              const oldest = await this.#store.oldestRevision();
+              if (oldest > 0 && cursor < oldest - 1) {
+                // API.md's status table has no OUT_OF_RANGE: a revision the log no longer reaches is a bad revision.
+                throw new InvalidArgumentError(
+                  "after",
+                  `revision ${cursor} is older than the change log keeps (oldest is ${oldest}); reload and watch from now`,
+                );
+              }
+              verified = true;
+            }
             for (const change of changes) {
               if (signal.aborted) return;
               cursor = change.revision;
