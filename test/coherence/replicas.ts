@@ -3,10 +3,10 @@
 // coherence tests need: readiness, /metrics gauges, and what the process logged.
 
 import { type ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { type AuthzClient, createAuthzClient } from "../helpers/app.ts";
 import { BIN } from "../helpers/cli.ts";
+import { freePort } from "../helpers/ports.ts";
 
 export const m = AuthzService.method;
 
@@ -14,15 +14,6 @@ export const m = AuthzService.method;
 export const RESEARCHER_ID = "10b64ed0-bc90-4c01-9cc3-933c704905c1";
 export const VIEWER_ID = "cdee79c9-a5e1-4b9e-a315-1ec2f3d29efe";
 export const CAN_APPROVE_PROJECTS_ID = "e2703e64-0186-4bc1-ac40-ba4ef63255ec";
-
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise((resolve) => server.close(resolve));
-  if (address === null || typeof address === "string") throw new Error("no port");
-  return address.port;
-}
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 

@@ -16,6 +16,7 @@ import { createLogger } from "../../src/logger.ts";
 import { createSqliteDatabase } from "../helpers/app.ts";
 import { createTestPki, type TestPki } from "../helpers/certs.ts";
 import { ISSUER, writeTempFile } from "../helpers/keys.ts";
+import { freePort } from "../helpers/ports.ts";
 import { createConnectClient, createGrpcClient, S, startSecureApp } from "../helpers/secure-app.ts";
 
 const m = AuthzService.method;
@@ -29,13 +30,6 @@ function listen(port: number, host: string): Promise<Server> {
 }
 
 const close = (server: Server) => new Promise<void>((resolve) => server.close(() => resolve()));
-
-async function freePort(host = "127.0.0.1"): Promise<number> {
-  const server = await listen(0, host);
-  const { port } = server.address() as { port: number };
-  await close(server);
-  return port;
-}
 
 /** True when `port` can be bound again on `host` (nothing is left listening there). */
 async function isFree(port: number, host: string): Promise<boolean> {
