@@ -35,9 +35,9 @@ const PING_INTERVAL_MS = 5000;
 
 /**
  * Change-log retention, the one place it is set: entries older than this are pruned, so WatchChanges can
- * resume from a revision up to this old (older is INVALID_ARGUMENT naming `after`: reload and watch from now). Every replica
- * prunes on its own timer; the delete is idempotent and keeps the newest entry, so doing it from several
- * processes at once costs little and is safe.
+ * resume from a revision up to this old (older is INVALID_ARGUMENT naming `after`: reload and watch from
+ * now). Every replica prunes on its own timer; the delete is idempotent and keeps the newest entry, so
+ * doing it from several processes at once costs little and is safe.
  */
 export const CHANGE_LOG_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 /** How often each replica prunes the change log (and once shortly after start). */
@@ -70,13 +70,17 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     userCacheSize: config.userCacheSize,
     onError: (error, context) => logger.warn({ err: error }, context),
   });
+  /** Closes what the listeners stand on, in order; on a failed start, errors are beside the point. */
+  const closeData = async () => {
+    await reader.close();
+    await hub.close();
+    await store.close();
+  };
   try {
     await hub.start();
     await reader.start(hub);
   } catch (error) {
-    await reader.close().catch(() => {});
-    await hub.close().catch(() => {});
-    await store.close().catch(() => {});
+    await closeData().catch(() => {});
     throw error;
   }
   const authz = new Authz({ store, reader, hub, maxBatch: config.maxBatch });
@@ -104,9 +108,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       ...(security.https && { tls: security.https }),
     },
   }).catch(async (error: unknown) => {
-    await reader.close().catch(() => {});
-    await hub.close().catch(() => {});
-    await store.close().catch(() => {});
+    await closeData().catch(() => {});
     throw error;
   });
 
@@ -176,9 +178,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
         clearInterval(pruner);
         detachLive();
         await servers.shutdown(config.shutdownGraceMs);
-        await reader.close();
-        await hub.close();
-        await store.close();
+        await closeData();
       })();
       return closing;
     },
