@@ -63,11 +63,21 @@ export async function openStore(database: DatabaseConfig, options: OpenStoreOpti
   } catch (error) {
     throw toDomainError(error, logger, "open");
   }
+  let pending: number;
   try {
     if (options.migrate) await runMigrations(orm, logger);
+    pending = options.migrate ? 0 : (await orm.orm.migrator.getPending()).length;
   } catch (error) {
     await orm.orm.close(true).catch(() => {});
     throw toDomainError(error, logger, "migrate");
+  }
+  if (pending > 0) {
+    // Without this, the first query fails on a missing table and says only "internal database error".
+    await orm.orm.close(true).catch(() => {});
+    throw new Error(
+      `the database schema is not up to date (${pending} migration${pending === 1 ? "" : "s"} pending): ` +
+        "run flip-authz migrate, or set AUTHZ_MIGRATE_ON_START=true",
+    );
   }
   return new SqlStore(orm, database, logger, options.pollIntervalMs ?? 200);
 }

@@ -68,6 +68,17 @@ describe("command line on SQLite", () => {
   });
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+  it("with AUTHZ_MIGRATE_ON_START=false, refuses an unmigrated database saying what to run", async () => {
+    const result = await runCli(["check", "--user", USER, "--permission", "CAN_MANAGE_USERS"], {
+      DATABASE_URL: `sqlite:${join(dir, "unmigrated.db")}`,
+      AUTHZ_MIGRATE_ON_START: "false",
+    });
+    expectOneLineFailure(result, "the database schema is not up to date (");
+    expect(result.stderr).toMatch(
+      /\(\d+ migrations? pending\): run flip-authz migrate, or set AUTHZ_MIGRATE_ON_START=true$/m,
+    );
+  });
+
   it("migrates a new database (creating its folder) and seeds FLIP's roles", async () => {
     const result = await runCli(["migrate"], env);
     expect(result.stderr).toBe("");
