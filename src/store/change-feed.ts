@@ -8,6 +8,13 @@ import type { Logger } from "./logger.ts";
 
 export const CHANNEL = "flip_authz_changes";
 const CATCH_UP_BATCH = 1000;
+/**
+ * How often the LISTEN connection is asked for the current revision. A connection that died without a
+ * word (a partition, a dropped NAT entry: no RST) would otherwise leave the caches trusting a silent feed
+ * for as long as TCP keepalive takes (hours); a revision ahead of what was delivered is caught up at once.
+ */
+export const HEARTBEAT_MS = 5_000;
+const HEARTBEAT_TIMEOUT_MS = 3_000;
 
 /** What a feed needs from the store. */
 export interface ChangeSource {
@@ -86,10 +93,41 @@ export class PostgresFeed extends Feed {
   private retryTimer: NodeJS.Timeout | null = null;
   private interrupted = false;
   private backoffMs = 100;
+  private readonly heartbeat: NodeJS.Timeout;
 
   constructor(url: string, after: Revision, source: ChangeSource, listener: ChangeListener, logger: Logger) {
     super(after, source, listener, logger);
     this.url = url;
+    this.heartbeat = setInterval(() => void this.beat(), HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /** Asks the LISTEN connection itself: no answer in time means it is gone; a newer revision, a catch-up. */
+  private async beat(): Promise<void> {
+    const client = this.client;
+    if (this.closed || !client) return;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      // LISTEN again first (a no-op when listening): the connection keeps showing as LISTEN in
+      // pg_stat_activity, where operators and tests look for it.
+      const answer = client.query(
+        `LISTEN ${CHANNEL}; SELECT revision FROM authz_revision WHERE id = 1`,
+      ) as unknown as Promise<pg.QueryResult<{ revision: string }>[]>;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error("the LISTEN connection did not answer a heartbeat")),
+          HEARTBEAT_TIMEOUT_MS,
+        );
+      });
+      const rows = (await Promise.race([answer, timeout]))[1]?.rows ?? [];
+      if (Number(rows[0]?.revision ?? 0) > this.lastSeen) {
+        await this.enqueue(() => this.catchUp()).catch((error) => this.lost(client, error as Error));
+      }
+    } catch (error) {
+      this.lost(client, error as Error);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Connects, LISTENs, then replays from `after`; rejects when the first connection fails. */
@@ -103,6 +141,7 @@ export class PostgresFeed extends Feed {
       connectionString: this.url,
       connectionTimeoutMillis: 5_000,
       keepAlive: true,
+      application_name: "flip-authz change feed",
     });
     // Without a listener an 'error' from a dropped connection would crash the process.
     client.on("error", (error) => this.lost(client, error));
@@ -180,6 +219,7 @@ export class PostgresFeed extends Feed {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.heartbeat);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     const client = this.client;

@@ -6,6 +6,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { UnavailableError } from "../../src/authz/errors.ts";
 import type { Store } from "../../src/authz/store.ts";
+import { HEARTBEAT_MS } from "../../src/store/change-feed.ts";
 import { openStore, storeSql } from "../../src/store/index.ts";
 import { ADMIN_URL, createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
 import { recorder } from "./conformance.ts";
@@ -105,6 +106,31 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: change feed and lost connection
       await subscription.close();
     }
   });
+
+  it("notices a LISTEN connection that went silent without closing, and replays what it missed", async () => {
+    const rec = recorder();
+    const subscription = await store.subscribe(await store.currentRevision(), rec.listener);
+    const { rows } = await flip.query<{ pid: number }>(
+      `SELECT pid FROM pg_stat_activity
+       WHERE query ILIKE 'LISTEN%' AND datname = current_database() AND pid <> pg_backend_pid()`,
+    );
+    const pid = rows[0]?.pid;
+    expect(rows).toHaveLength(1);
+    // A frozen backend keeps its socket open and answers nothing: what a partition looks like, no RST.
+    process.kill(pid ?? 0, "SIGSTOP");
+    try {
+      const user = randomUUID();
+      await flip.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [user, VIEWER_ID]);
+      await rec.until(() => rec.changes.some((c) => c.userId === user), HEARTBEAT_MS * 3);
+      expect(rec.events.indexOf("interrupted")).toBeGreaterThanOrEqual(0);
+      expect(rec.events.indexOf("resumed")).toBeGreaterThan(rec.events.indexOf("interrupted"));
+      expect(rec.changes.filter((c) => c.userId === user)).toHaveLength(1);
+    } finally {
+      process.kill(pid ?? 0, "SIGCONT");
+      await flip.query("SELECT pg_terminate_backend($1)", [pid]);
+      await subscription.close();
+    }
+  }, 30_000);
 
   it("a pooled connection terminated mid-query fails that call only; the process and the store live on", async () => {
     const sleeping = storeSql(store, "SELECT pg_sleep(10)").then(
