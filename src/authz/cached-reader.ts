@@ -121,6 +121,12 @@ export class CachedReader implements Reader {
     if (inflight) inflight.stale = true;
   }
 
+  /** Every user's roles changed at once (a TRUNCATE of user_role). */
+  #invalidateAllUsers(): void {
+    this.#users.clear();
+    for (const inflight of this.#inflight.values()) inflight.stale = true;
+  }
+
   async catalog(consistency: Consistency): Promise<CatalogView> {
     if (!(await this.#mayServe(consistency)) || this.#index === undefined) {
       this.stats.databaseReads++;
@@ -202,7 +208,9 @@ export class CachedReader implements Reader {
     // User invalidations take effect at once; the revision counts as applied only once a needed
     // catalog reload has finished, in order.
     for (const change of changes) {
-      if (change.kind === "user_roles" && change.userId !== null) this.invalidateUser(change.userId);
+      if (change.kind !== "user_roles") continue;
+      if (change.userId !== null) this.invalidateUser(change.userId);
+      else this.#invalidateAllUsers();
     }
     this.#pending.push(...changes);
     this.#drain();
@@ -272,8 +280,7 @@ export class CachedReader implements Reader {
     this.#feedEpoch++;
     this.#feedUp = false;
     this.#updateLive();
-    this.#users.clear();
-    for (const inflight of this.#inflight.values()) inflight.stale = true;
+    this.#invalidateAllUsers();
   }
 
   #onResumed(): void {

@@ -93,7 +93,10 @@ export type ChangeKind = "user_roles" | "role_permissions" | "profile";
 export interface Change {
   revision: Revision;
   kind: ChangeKind;
-  /** The user whose roles or profile changed; null for role_permissions. */
+  /**
+   * The user whose roles or profile changed; null for role_permissions, and for user_roles or profile when
+   * every user's changed at once (a TRUNCATE).
+   */
   userId: string | null;
 }
 

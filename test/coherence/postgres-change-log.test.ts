@@ -5,6 +5,9 @@
 import { randomUUID } from "node:crypto";
 import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { CachedReader } from "../../src/authz/cached-reader.ts";
+import { ChangeHub } from "../../src/authz/change-hub.ts";
+import { CACHED, createDatabaseReader } from "../../src/authz/reader.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { openStore } from "../../src/store/index.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
@@ -110,6 +113,59 @@ describe.skipIf(!postgresAvailable)("coherence: PostgreSQL change log of plain-S
     expect(await logged("UPDATE user_profile SET organisation = 'c' WHERE user_id = $1", [profile])).toEqual([
       ["profile", profile],
     ]);
+  });
+
+  it("TRUNCATE: one entry per table, with no user (every user), and the feed delivers it", async () => {
+    const user = randomUUID();
+    await flip.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [user, VIEWER_ID]);
+    await flip.query("INSERT INTO user_profile VALUES ($1, 'Ada', 'FLIP', now(), now())", [user]);
+    const events: [string, string | null][] = [];
+    const subscription = await store.subscribe(await store.currentRevision(), {
+      onChanges: (changes) => events.push(...changes.map((c): [string, string | null] => [c.kind, c.userId])),
+      onInterrupted: () => {},
+      onResumed: () => {},
+    });
+    try {
+      expect(await logged("TRUNCATE user_role, user_profile")).toEqual([
+        ["user_roles", null],
+        ["profile", null],
+      ]);
+      const deadline = Date.now() + 5000;
+      while (events.length < 2 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(events).toEqual([
+        ["user_roles", null],
+        ["profile", null],
+      ]);
+    } finally {
+      await subscription.close();
+    }
+  });
+
+  it("TRUNCATE user_role empties every replica's user cache", async () => {
+    const hub = new ChangeHub(store);
+    await hub.start();
+    const reader = new CachedReader(store, createDatabaseReader(store), { userCacheSize: 100 });
+    await reader.start(hub);
+    try {
+      const users = [randomUUID(), randomUUID()];
+      for (const user of users) {
+        await flip.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [user, RESEARCHER_ID]);
+      }
+      await reader.waitFor(await store.currentRevision(), 5000);
+      for (const user of users)
+        expect((await reader.user(user, CACHED)).roles.map((r) => r.name)).toEqual(["Researcher"]);
+      const misses = reader.stats.misses;
+      expect((await reader.user(users[0] ?? "", CACHED)).roles).toHaveLength(1);
+      expect(reader.stats.misses).toBe(misses); // served from the cache
+
+      await flip.query("TRUNCATE user_role");
+      expect(await reader.waitFor(await store.currentRevision(), 5000)).toBe(true);
+      for (const user of users) expect((await reader.user(user, CACHED)).roles).toEqual([]);
+    } finally {
+      await reader.close();
+      await hub.close();
+    }
   });
 
   it("bulk statements of 20 000 rows run in linear time and log every row", async () => {

@@ -7,6 +7,7 @@ import { FailedPreconditionError } from "../../src/authz/errors.ts";
 import { ADMIN_ROLE_ID, ROLES } from "../../src/authz/flip.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { migrate, openStore, storeSql } from "../../src/store/index.ts";
+import { MIGRATIONS } from "../../src/store/orm.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
 import { withPg } from "./fixtures.ts";
 
@@ -111,7 +112,7 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: concurrent migrations", () => {
     });
     const pairs = ROLES.reduce((n, role) => n + role.permissions.length, 0);
     expect(counts).toEqual({
-      migrations: 2,
+      migrations: MIGRATIONS.length,
       permissions: 9,
       roles: 3,
       pairs,

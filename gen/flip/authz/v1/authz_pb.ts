@@ -548,7 +548,8 @@ export type WatchChangesResponse = Message<"flip.authz.v1.WatchChangesResponse">
   kind: ChangeKind;
 
   /**
-   * The user whose roles or profile changed; empty for role-permission changes.
+   * The user whose roles or profile changed; empty for role-permission changes, and for a change to
+   * every user's roles or profiles at once (a TRUNCATE): then drop everything cached of that kind.
    *
    * @generated from field: string user_id = 3;
    */
