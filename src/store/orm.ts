@@ -13,15 +13,9 @@ import type { DatabaseConfig } from "../config.ts";
 import { ENTITIES } from "./entities.ts";
 import type { Logger } from "./logger.ts";
 import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.ts";
-import { Migration20261130bStatementChangeLog } from "./migrations/20261130b-statement-change-log.ts";
-import { Migration20261130cTruncateChangeLog } from "./migrations/20261130c-truncate-change-log.ts";
 
 /** In the order they apply. */
-export const MIGRATIONS = [
-  Migration20261130FlipSchema,
-  Migration20261130bStatementChangeLog,
-  Migration20261130cTruncateChangeLog,
-];
+export const MIGRATIONS = [Migration20261130FlipSchema];
 
 /** The per-platform pieces of SQL and value conversions used by the store's raw queries. */
 export interface Dialect {

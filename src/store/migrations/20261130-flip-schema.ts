@@ -1,6 +1,14 @@
 // The first migration: FLIP's six tables (adopted when FLIP already created them), our indexes, and the
 // change log with its revision counter and triggers. Every statement is guarded so it is safe on a database
 // FLIP's own DDL created: nothing is renamed, retyped or dropped, no row is touched.
+//
+// PostgreSQL logs changes with statement-level triggers: one counter bump per statement, by the number of
+// entries (row-level bumps are quadratic in one transaction: each update walks the row's growing version
+// chain; 20 000 rows in one statement took 9 s, holding the counter, so every other writer, all along).
+// The log still gets one entry per changed row (an UPDATE that moves a row to another user logs the user it
+// left too), revisions stay contiguous and in commit order, one notification per entry. TRUNCATE, which
+// fires no DML trigger, logs one entry with no user ("every user"). SQLite's row-level triggers update the
+// counter in place (linear); SQLite has no TRUNCATE.
 
 import { Migration } from "@mikro-orm/migrations";
 import { BasePostgreSqlPlatform } from "@mikro-orm/sql";
@@ -73,45 +81,104 @@ export class Migration20261130FlipSchema extends Migration {
       user_id uuid NULL, changed_at timestamptz NOT NULL)`);
     // The counter UPDATE holds its row lock until commit, so a later revision is never committed before an
     // earlier one (a sequence would hand ids out in start order, not commit order).
-    this.addSql(`CREATE OR REPLACE FUNCTION authz_record_change() RETURNS trigger LANGUAGE plpgsql AS $fn$
+    // `authz_rows` is the statement's inserted (INSERT) or deleted (DELETE) rows. PL/pgSQL compiles a trigger
+    // function once per table, so the per-user branch is only ever planned for tables with a user_id.
+    this.addSql(`CREATE OR REPLACE FUNCTION authz_record_statement_changes() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  change_kind text := TG_ARGV[0];
+  per_user boolean := TG_ARGV[1] = 'user';
+  n bigint;
+  last bigint;
+  entry record;
+BEGIN
+  SELECT count(*) INTO n FROM authz_rows;
+  IF n = 0 THEN
+    RETURN NULL;
+  END IF;
+  UPDATE authz_revision SET revision = revision + n WHERE id = 1 RETURNING revision INTO last;
+  IF per_user THEN
+    INSERT INTO authz_change_log (revision, kind, user_id, changed_at)
+      SELECT last - n + row_number() OVER (), change_kind, user_id, now() FROM authz_rows;
+  ELSE
+    INSERT INTO authz_change_log (revision, kind, user_id, changed_at)
+      SELECT g, change_kind, NULL, now() FROM generate_series(last - n + 1, last) g;
+  END IF;
+  FOR entry IN SELECT revision, user_id FROM authz_change_log WHERE revision > last - n ORDER BY revision LOOP
+    PERFORM pg_notify('flip_authz_changes',
+      entry.revision::text || ':' || change_kind || ':' || coalesce(entry.user_id::text, ''));
+  END LOOP;
+  RETURN NULL;
+END
+$fn$`);
+    // UPDATE: only rows that really changed count. Transition tables cannot pair old and new versions of a
+    // row, so a changed row is one not found verbatim on the other side (EXCEPT ALL); its user is logged,
+    // and so is a user a changed row left (not among the changed rows' users: a move to another user).
+    this.addSql(`CREATE OR REPLACE FUNCTION authz_record_statement_updates() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
   change_kind text := TG_ARGV[0];
   per_user boolean := TG_ARGV[1] = 'user';
   users uuid[];
-  uid uuid;
-  rev bigint;
+  n bigint;
+  last bigint;
+  entry record;
 BEGIN
-  IF NOT per_user THEN
-    users := ARRAY[NULL::uuid];
-  ELSIF TG_OP = 'INSERT' THEN
-    users := ARRAY[NEW.user_id];
-  ELSIF TG_OP = 'DELETE' THEN
-    users := ARRAY[OLD.user_id];
-  ELSIF OLD.user_id IS DISTINCT FROM NEW.user_id THEN
-    users := ARRAY[OLD.user_id, NEW.user_id];
+  IF per_user THEN
+    WITH changed_new AS (SELECT * FROM authz_new EXCEPT ALL SELECT * FROM authz_old),
+         changed_old AS (SELECT * FROM authz_old EXCEPT ALL SELECT * FROM authz_new)
+    SELECT coalesce(array_agg(uid), '{}') INTO users FROM (
+      SELECT user_id AS uid FROM changed_new
+      UNION ALL
+      SELECT user_id FROM changed_old WHERE user_id NOT IN (SELECT user_id FROM changed_new)) affected;
+    n := cardinality(users);
   ELSE
-    users := ARRAY[NEW.user_id];
+    SELECT count(*) INTO n FROM (SELECT * FROM authz_new EXCEPT ALL SELECT * FROM authz_old) changed;
   END IF;
-  FOREACH uid IN ARRAY users LOOP
-    UPDATE authz_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision INTO rev;
-    INSERT INTO authz_change_log (revision, kind, user_id, changed_at) VALUES (rev, change_kind, uid, now());
-    PERFORM pg_notify('flip_authz_changes', rev::text || ':' || change_kind || ':' || coalesce(uid::text, ''));
+  IF n = 0 THEN
+    RETURN NULL;
+  END IF;
+  UPDATE authz_revision SET revision = revision + n WHERE id = 1 RETURNING revision INTO last;
+  IF per_user THEN
+    INSERT INTO authz_change_log (revision, kind, user_id, changed_at)
+      SELECT last - n + u.ord, change_kind, u.uid, now() FROM unnest(users) WITH ORDINALITY AS u(uid, ord);
+  ELSE
+    INSERT INTO authz_change_log (revision, kind, user_id, changed_at)
+      SELECT g, change_kind, NULL, now() FROM generate_series(last - n + 1, last) g;
+  END IF;
+  FOR entry IN SELECT revision, user_id FROM authz_change_log WHERE revision > last - n ORDER BY revision LOOP
+    PERFORM pg_notify('flip_authz_changes',
+      entry.revision::text || ':' || change_kind || ':' || coalesce(entry.user_id::text, ''));
   END LOOP;
+  RETURN NULL;
+END
+$fn$`);
+    this.addSql(`CREATE OR REPLACE FUNCTION authz_record_truncate() RETURNS trigger LANGUAGE plpgsql AS $fn$
+DECLARE
+  last bigint;
+BEGIN
+  UPDATE authz_revision SET revision = revision + 1 WHERE id = 1 RETURNING revision INTO last;
+  INSERT INTO authz_change_log (revision, kind, user_id, changed_at) VALUES (last, TG_ARGV[0], NULL, now());
+  PERFORM pg_notify('flip_authz_changes', last::text || ':' || TG_ARGV[0] || ':');
   RETURN NULL;
 END
 $fn$`);
     for (const { table, kind, perUser } of LOGGED) {
       const args = `'${kind}', '${perUser ? "user" : "none"}'`;
-      for (const [suffix, event, when] of [
-        ["insert", "INSERT", ""],
-        ["delete", "DELETE", ""],
-        ["update", "UPDATE", " WHEN (OLD.* IS DISTINCT FROM NEW.*)"],
+      for (const [suffix, event, rows] of [
+        ["insert", "INSERT", "NEW"],
+        ["delete", "DELETE", "OLD"],
       ] as const) {
         const trigger = `authz_${table}_${suffix}_log`;
         this.addSql(`DROP TRIGGER IF EXISTS ${trigger} ON ${table}`);
-        this.addSql(`CREATE TRIGGER ${trigger} AFTER ${event} ON ${table} FOR EACH ROW${when}
-          EXECUTE FUNCTION authz_record_change(${args})`);
+        this.addSql(`CREATE TRIGGER ${trigger} AFTER ${event} ON ${table} REFERENCING ${rows} TABLE AS authz_rows
+          FOR EACH STATEMENT EXECUTE FUNCTION authz_record_statement_changes(${args})`);
       }
+      this.addSql(`DROP TRIGGER IF EXISTS authz_${table}_update_log ON ${table}`);
+      this.addSql(`CREATE TRIGGER authz_${table}_update_log AFTER UPDATE ON ${table}
+        REFERENCING OLD TABLE AS authz_old NEW TABLE AS authz_new
+        FOR EACH STATEMENT EXECUTE FUNCTION authz_record_statement_updates(${args})`);
+      this.addSql(`DROP TRIGGER IF EXISTS authz_${table}_truncate_log ON ${table}`);
+      this.addSql(`CREATE TRIGGER authz_${table}_truncate_log AFTER TRUNCATE ON ${table}
+        FOR EACH STATEMENT EXECUTE FUNCTION authz_record_truncate('${kind}')`);
     }
   }
 
