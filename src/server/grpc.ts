@@ -28,7 +28,7 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
-import { type CallHook, codeName, type ServerLogger, toPublicError } from "./outcome.ts";
+import { type CallHook, reportCall, type ServerLogger, toPublicError } from "./outcome.ts";
 
 export const DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024;
 
@@ -497,10 +497,6 @@ function toStatus(error: ConnectError, context: HandlerContext): grpc.StatusObje
 }
 
 function record(options: GrpcServiceOptions, method: string, code: number, started: number): void {
-  if (!options.onCallEnd) return;
-  try {
-    options.onCallEnd({ transport: "grpc", method, code, seconds: (performance.now() - started) / 1000 });
-  } catch (error) {
-    options.logger.warn({ err: error, method, code: codeName(code) }, "call hook failed");
-  }
+  const seconds = (performance.now() - started) / 1000;
+  reportCall(options.onCallEnd, options.logger, { transport: "grpc", method, code, seconds });
 }

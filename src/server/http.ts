@@ -13,7 +13,7 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { HealthState } from "./health.ts";
 import type { RpcMetrics } from "./metrics.ts";
-import { type CallHook, codeName, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
+import { type CallHook, reportCall, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
 
 export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
 
@@ -138,13 +138,13 @@ function outcomeInterceptor(
     const started = performance.now();
     const method = `${request.service.typeName}/${request.method.name}`;
     const transport = transportOf(request.header.get("content-type"));
-    const record = (code: number) => {
-      try {
-        onCallEnd({ transport, method, code, seconds: (performance.now() - started) / 1000 });
-      } catch (error) {
-        logger.warn({ err: error, method, code: codeName(code) }, "call hook failed");
-      }
-    };
+    const record = (code: number) =>
+      reportCall(onCallEnd, logger, {
+        transport,
+        method,
+        code,
+        seconds: (performance.now() - started) / 1000,
+      });
     let response: Awaited<ReturnType<typeof next>>;
     try {
       response = await next(request);

@@ -23,6 +23,16 @@ export interface CallRecord {
 
 export type CallHook = (record: CallRecord) => void;
 
+/** Hands a finished call to the hook; a failing hook is logged, never the call's problem. */
+export function reportCall(hook: CallHook | undefined, logger: ServerLogger, record: CallRecord): void {
+  if (!hook) return;
+  try {
+    hook(record);
+  } catch (error) {
+    logger.warn({ err: error, method: record.method, code: codeName(record.code) }, "call hook failed");
+  }
+}
+
 export const INTERNAL_MESSAGE = "internal error";
 
 const CODE_NAMES: Record<number, string> = {

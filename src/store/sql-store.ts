@@ -524,20 +524,16 @@ class SqlStore implements Store {
   }
 
   async subscribe(after: Revision, listener: ChangeListener): Promise<ChangeSubscription> {
+    let feed: PostgresFeed | PollingFeed;
     if (this.database.kind === "postgres") {
-      const feed = new PostgresFeed(this.database.url, after, this, listener, this.logger);
-      try {
-        await feed.start();
-      } catch (error) {
-        await feed.close();
-        throw toDomainError(error, this.logger, "subscribe");
-      }
-      return this.track(feed);
+      feed = new PostgresFeed(this.database.url, after, this, listener, this.logger);
+    } else {
+      const polling = new PollingFeed(after, this, listener, this.logger, this.pollIntervalMs, (closed) =>
+        this.pollingFeeds.delete(closed),
+      );
+      this.pollingFeeds.add(polling);
+      feed = polling;
     }
-    const feed = new PollingFeed(after, this, listener, this.logger, this.pollIntervalMs, (closed) =>
-      this.pollingFeeds.delete(closed),
-    );
-    this.pollingFeeds.add(feed);
     try {
       await feed.start();
     } catch (error) {
