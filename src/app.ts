@@ -84,7 +84,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     throw error;
   }
   const authz = new Authz({ store, reader, hub, maxBatch: config.maxBatch });
-  const impl = createAuthzService(authz, createGuard(authenticator, authz), logger);
+  const impl = createAuthzService(authz, createGuard(authenticator, authz));
 
   const health = createHealthState([AuthzService.typeName]);
   const metrics = createRpcMetrics();

@@ -8,8 +8,7 @@ export type ErrorKind =
   | "permission_denied"
   | "failed_precondition"
   | "unavailable"
-  | "aborted"
-  | "out_of_range";
+  | "aborted";
 
 export abstract class AuthzError extends Error {
   abstract readonly kind: ErrorKind;
@@ -51,9 +50,4 @@ export class UnavailableError extends AuthzError {
 /** A write conflict that persisted after the store's own retries. */
 export class AbortedError extends AuthzError {
   readonly kind = "aborted";
-}
-
-/** A revision older than the change log keeps (WatchChanges `after`). */
-export class OutOfRangeError extends AuthzError {
-  readonly kind = "out_of_range";
 }

@@ -1,8 +1,10 @@
 // The AuthzService implementation, written once and served by both transports (src/server/). Each handler
-// asks the guard who may make the call, translates proto → domain, calls the domain, and translates back.
+// asks the guard who may make the call, translates proto → domain, calls the domain, and translates back;
+// domain errors become statuses in one wrapper around them all.
 
+import type { DescMethod } from "@bufbuild/protobuf";
 import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
-import type { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import type { RpcMethod } from "../auth/rules.ts";
 import type { Authz } from "../authz/authz.ts";
 import {
@@ -13,7 +15,7 @@ import {
   profileMessage,
   roleMessage,
 } from "./convert.ts";
-import { type ErrorLogger, toConnectError } from "./errors.ts";
+import { toConnectError } from "./errors.ts";
 
 /**
  * Decides whether the caller behind `ctx` may call `method` about `subjects` (the user ids the request
@@ -21,109 +23,61 @@ import { type ErrorLogger, toConnectError } from "./errors.ts";
  */
 export type Guard = (ctx: HandlerContext, method: RpcMethod, subjects: readonly string[]) => Promise<string>;
 
-export function createAuthzService(
-  authz: Authz,
-  guard: Guard,
-  logger: ErrorLogger,
-): ServiceImpl<typeof AuthzService> {
-  const fail = (method: string) => (error: unknown) => {
-    throw toConnectError(error, logger, method);
-  };
-  return {
+export function createAuthzService(authz: Authz, guard: Guard): ServiceImpl<typeof AuthzService> {
+  return mapErrors({
     async checkPermission(req, ctx) {
-      try {
-        await guard(ctx, "CheckPermission", [req.userId]);
-        return checkResponse(await authz.checkPermission(req));
-      } catch (error) {
-        return fail("CheckPermission")(error);
-      }
+      await guard(ctx, "CheckPermission", [req.userId]);
+      return checkResponse(await authz.checkPermission(req));
     },
     async checkPermissions(req, ctx) {
-      try {
-        await guard(
-          ctx,
-          "CheckPermissions",
-          req.checks.map((check) => check.userId),
-        );
-        const results = await authz.checkPermissions(req.checks);
-        return { results: results.map(checkResponse) };
-      } catch (error) {
-        return fail("CheckPermissions")(error);
-      }
+      await guard(
+        ctx,
+        "CheckPermissions",
+        req.checks.map((check) => check.userId),
+      );
+      return { results: (await authz.checkPermissions(req.checks)).map(checkResponse) };
     },
     async assignRole(req, ctx) {
-      try {
-        const actor = await guard(ctx, "AssignRole", [req.userId]);
-        return await authz.assignRole(req.userId, req.role, actor);
-      } catch (error) {
-        return fail("AssignRole")(error);
-      }
+      const actor = await guard(ctx, "AssignRole", [req.userId]);
+      return authz.assignRole(req.userId, req.role, actor);
     },
     async revokeRole(req, ctx) {
-      try {
-        const actor = await guard(ctx, "RevokeRole", [req.userId]);
-        return await authz.revokeRole(req.userId, req.role, actor);
-      } catch (error) {
-        return fail("RevokeRole")(error);
-      }
+      const actor = await guard(ctx, "RevokeRole", [req.userId]);
+      return authz.revokeRole(req.userId, req.role, actor);
     },
     async setUserRoles(req, ctx) {
-      try {
-        const actor = await guard(ctx, "SetUserRoles", [req.userId]);
-        return await authz.setUserRoles(req.userId, req.roles, actor);
-      } catch (error) {
-        return fail("SetUserRoles")(error);
-      }
+      const actor = await guard(ctx, "SetUserRoles", [req.userId]);
+      return authz.setUserRoles(req.userId, req.roles, actor);
     },
     async getProfile(req, ctx) {
-      try {
-        await guard(ctx, "GetProfile", [req.userId]);
-        return { profile: profileMessage(await authz.getProfile(req.userId)) };
-      } catch (error) {
-        return fail("GetProfile")(error);
-      }
+      await guard(ctx, "GetProfile", [req.userId]);
+      return { profile: profileMessage(await authz.getProfile(req.userId)) };
     },
     async updateProfile(req, ctx) {
-      try {
-        const actor = await guard(ctx, "UpdateProfile", [req.userId]);
-        const profile = await authz.updateProfile(
-          req.userId,
-          { name: req.name, organisation: req.organisation },
-          actor,
-        );
-        return { profile: profileMessage(profile) };
-      } catch (error) {
-        return fail("UpdateProfile")(error);
-      }
+      const actor = await guard(ctx, "UpdateProfile", [req.userId]);
+      const profile = await authz.updateProfile(
+        req.userId,
+        { name: req.name, organisation: req.organisation },
+        actor,
+      );
+      return { profile: profileMessage(profile) };
     },
     async listRoles(_req, ctx) {
-      try {
-        await guard(ctx, "ListRoles", []);
-        return { roles: (await authz.listRoles()).map(roleMessage) };
-      } catch (error) {
-        return fail("ListRoles")(error);
-      }
+      await guard(ctx, "ListRoles", []);
+      return { roles: (await authz.listRoles()).map(roleMessage) };
     },
     async listPermissions(_req, ctx) {
-      try {
-        await guard(ctx, "ListPermissions", []);
-        return { permissions: (await authz.listPermissions()).map(permissionMessage) };
-      } catch (error) {
-        return fail("ListPermissions")(error);
-      }
+      await guard(ctx, "ListPermissions", []);
+      return { permissions: (await authz.listPermissions()).map(permissionMessage) };
     },
     async listAuditEvents(req, ctx) {
-      try {
-        await guard(ctx, "ListAuditEvents", req.userId === "" ? [] : [req.userId]);
-        const page = await authz.listAuditEvents(req);
-        return { events: page.events.map(auditEventMessage), nextPageToken: page.nextPageToken };
-      } catch (error) {
-        return fail("ListAuditEvents")(error);
-      }
+      await guard(ctx, "ListAuditEvents", req.userId === "" ? [] : [req.userId]);
+      const page = await authz.listAuditEvents(req);
+      return { events: page.events.map(auditEventMessage), nextPageToken: page.nextPageToken };
     },
     async *watchChanges(req, ctx) {
+      await guard(ctx, "WatchChanges", []);
       try {
-        await guard(ctx, "WatchChanges", []);
         for await (const change of authz.watchChanges(req.after, ctx.signal)) {
           // Rights can end while a stream is open (a token expires, the watcher's role is revoked): no
           // change goes out without the caller being allowed it now. The check is served from memory.
@@ -131,11 +85,40 @@ export function createAuthzService(
           yield changeMessage(change);
         }
       } catch (error) {
-        if (!ctx.signal.aborted) fail("WatchChanges")(error);
+        if (!ctx.signal.aborted) throw error;
       }
       // The stream stops when its signal fires; end with why (deadline exceeded, cancelled, shutting down),
       // not with OK, which would tell the client it saw everything.
       if (ctx.signal.aborted && ctx.signal.reason instanceof ConnectError) throw ctx.signal.reason;
     },
-  };
+  });
+}
+
+type Handler = (req: never, ctx: HandlerContext) => unknown;
+
+/** Every handler, its domain errors turned into statuses (errors.ts); streams too, mid-stream. */
+function mapErrors(impl: ServiceImpl<typeof AuthzService>): ServiceImpl<typeof AuthzService> {
+  const handlers = impl as unknown as Record<string, Handler>;
+  const wrapped: Record<string, Handler> = {};
+  for (const method of AuthzService.methods as DescMethod[]) {
+    const handler = handlers[method.localName];
+    if (!handler) continue;
+    wrapped[method.localName] =
+      method.methodKind === "server_streaming"
+        ? async function* (req, ctx) {
+            try {
+              yield* handler(req, ctx) as AsyncIterable<unknown>;
+            } catch (error) {
+              throw toConnectError(error);
+            }
+          }
+        : async (req, ctx) => {
+            try {
+              return await handler(req, ctx);
+            } catch (error) {
+              throw toConnectError(error);
+            }
+          };
+  }
+  return wrapped as unknown as ServiceImpl<typeof AuthzService>;
 }
