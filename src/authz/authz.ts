@@ -99,6 +99,23 @@ function consistencyOf(input: CheckInput, prefix: string): Consistency {
   return atLeast === undefined ? CACHED : { kind: "fresh", atLeast };
 }
 
+/** A check request, validated; `prefix` names its place in a batch (`checks[3].`) for later errors. */
+interface CheckQuery {
+  userId: string;
+  permissionRef: string;
+  consistency: Consistency;
+  prefix: string;
+}
+
+function parseCheck(input: CheckInput, prefix: string): CheckQuery {
+  return {
+    userId: parseUuid(input.userId, `${prefix}user_id`),
+    permissionRef: required(input.permission, `${prefix}permission`),
+    consistency: consistencyOf(input, prefix),
+    prefix,
+  };
+}
+
 function text(value: string | undefined, field: string): string | undefined {
   if (value === undefined) return undefined;
   if ([...value].length > MAX_TEXT_LENGTH) {
@@ -139,10 +156,23 @@ export class Authz {
     this.maxBatch = options.maxBatch;
   }
 
-  async checkPermission(input: CheckInput, prefix = ""): Promise<CheckOutput> {
-    const userId = parseUuid(input.userId, `${prefix}user_id`);
-    const permissionRef = required(input.permission, `${prefix}permission`);
-    const consistency = consistencyOf(input, prefix);
+  async checkPermission(input: CheckInput): Promise<CheckOutput> {
+    return this.#check(parseCheck(input, ""));
+  }
+
+  /** Validates every check before running any, so a bad batch fails as a whole. */
+  async checkPermissions(checks: CheckInput[]): Promise<CheckOutput[]> {
+    if (checks.length > this.maxBatch) {
+      throw new InvalidArgumentError(
+        "checks",
+        `at most ${this.maxBatch} checks per call (got ${checks.length})`,
+      );
+    }
+    const queries = checks.map((check, i) => parseCheck(check, `checks[${i}].`));
+    return Promise.all(queries.map((query) => this.#check(query)));
+  }
+
+  async #check({ userId, permissionRef, consistency, prefix }: CheckQuery): Promise<CheckOutput> {
     const view = await this.#reader.user(userId, consistency);
     if (consistency.kind === "fresh" && view.revision < consistency.atLeast) {
       // Revisions commit in order and this read saw every committed one: R has not been written (yet).
@@ -155,22 +185,6 @@ export class Authz {
     if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${quote(permissionRef)}`);
     const grantedBy = view.index.grantedBy(view.roles, permission.id);
     return { allowed: grantedBy.length > 0, grantedBy, checkedAt: formatRevision(view.revision) };
-  }
-
-  /** Validates every check before running any, so a bad batch fails as a whole. */
-  async checkPermissions(checks: CheckInput[]): Promise<CheckOutput[]> {
-    if (checks.length > this.maxBatch) {
-      throw new InvalidArgumentError(
-        "checks",
-        `at most ${this.maxBatch} checks per call (got ${checks.length})`,
-      );
-    }
-    checks.forEach((check, i) => {
-      parseUuid(check.userId, `checks[${i}].user_id`);
-      required(check.permission, `checks[${i}].permission`);
-      consistencyOf(check, `checks[${i}].`);
-    });
-    return Promise.all(checks.map((check, i) => this.checkPermission(check, `checks[${i}].`)));
   }
 
   /** Whether the user holds the permission: how callers' own rights are decided. */
