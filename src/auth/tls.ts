@@ -1,7 +1,7 @@
 // TLS material for both listeners (AUTHZ_TLS_CERT_FILE, AUTHZ_TLS_KEY_FILE, AUTHZ_TLS_CLIENT_CA_FILE): read
 // and checked once at start, so a wrong path, a non-PEM file or a key that does not match the certificate
-// stops the start with a one-line ConfigError naming the variable. Transport objects are built in
-// src/server from what this returns (gRPC: see `TlsMaterial`).
+// stops the start with a one-line ConfigError naming the variable. The transports' own objects are built
+// from what this returns in src/server/security.ts.
 
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -18,8 +18,6 @@ export interface TlsMaterial {
   /** The leaf certificate, for the start-up log (subject, validTo). */
   leaf: X509Certificate;
 }
-// For @grpc/grpc-js in src/server:
-//   grpc.ServerCredentials.createSsl(m.clientCa ?? null, [{ private_key: m.key, cert_chain: m.cert }], m.clientCa !== undefined)
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
