@@ -29,7 +29,7 @@ function causeKeeper(): { logger: Logger; explain(error: unknown, database: stri
   };
 }
 
-async function withStore<T>(config: Config, fn: (authz: Authz, store: Store) => Promise<T>): Promise<T> {
+async function withStore<T>(config: Config, fn: (authz: Authz) => Promise<T>): Promise<T> {
   const causes = causeKeeper();
   let store: Store;
   try {
@@ -45,7 +45,7 @@ async function withStore<T>(config: Config, fn: (authz: Authz, store: Store) => 
       hub: new ChangeHub(store),
       maxBatch: config.maxBatch,
     });
-    return await fn(authz, store);
+    return await fn(authz);
   } catch (error) {
     throw causes.explain(error, redactDatabase(config.database));
   } finally {
