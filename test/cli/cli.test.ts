@@ -43,6 +43,7 @@ describe("command line basics", () => {
     expect(missing.code).toBe(2);
     const extra = await runCli(["check", "--user", USER, "--permission", "X", "--bogus", "1"]);
     expectOneLineFailure(extra, "--bogus");
+    expect(extra.code).toBe(2);
   });
 
   it("refuses a malformed DATABASE_URL naming it", async () => {
@@ -54,7 +55,11 @@ describe("command line basics", () => {
     const result = await runCli(["check", "--user", USER, "--permission", "CAN_MANAGE_USERS"], {
       DATABASE_URL: "postgres://flip:hunter2secret@127.0.0.1:1/flip",
     });
-    expectOneLineFailure(result, "");
+    expectOneLineFailure(
+      result,
+      "flip-authz: the database is unavailable (postgres://flip:***@127.0.0.1:1/flip): connect ECONNREFUSED 127.0.0.1:1",
+    );
+    expect(result.code).toBe(1);
     expect(result.stderr).not.toContain("hunter2secret");
   });
 });
@@ -105,9 +110,11 @@ describe("command line on SQLite", () => {
     expect(assigned.stdout.trim()).toBe(`assigned: ${user} now holds Admin`);
 
     const again = await runCli(["assign-role", "--user", USER, "--role", ADMIN_ROLE_ID], env);
+    expect(again).toMatchObject({ code: 0, stderr: "" });
     expect(again.stdout.trim()).toBe(`unchanged (already held): ${user} now holds Admin`);
 
     const allowed = await runCli(["check", "--user", USER, "--permission", "CAN_MANAGE_USERS"], env);
+    expect(allowed).toMatchObject({ code: 0, stderr: "" });
     expect(allowed.stdout.trim()).toBe("allowed (granted by Admin)");
 
     const db = new Database(join(dir, "nested", "authz.db"), { readonly: true });

@@ -154,12 +154,15 @@ describe.skipIf(!postgresAvailable)("PostgreSQL unreachable under a running app"
           return false;
         }
       }, 5000);
-      // And it stays right once the feed is back (no stale entry re-cached).
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      // And it stays right once the feed is back and answers come from the cache again (no stale entry
+      // re-cached); the next round's kill needs the reconnected LISTEN connection too.
+      await eventually(async () => t.app.reader.live, 15_000);
+      const bypassed = t.app.reader.stats.databaseReads;
       expect(await t.client.call(m.checkPermission, ask)).toMatchObject({
         allowed: true,
         grantedBy: ["Researcher"],
       });
+      expect(t.app.reader.stats.databaseReads).toBe(bypassed);
     }
   });
 

@@ -105,8 +105,15 @@ function expiredCertificate(pki: TestPki): { cert: string; key: string } {
   return { cert: file("expired.crt"), key: file("expired.key") };
 }
 
-/** ListRoles with the token on both listeners; the outcome code of each. */
-async function listRolesOn(t: SecureApp, tls: ClientTls | undefined): Promise<Record<string, number>> {
+/**
+ * ListRoles with the token on both listeners; the outcome code of each. With `refusal`, every failed call's
+ * message must match it: a TLS refusal, not merely "nothing is listening" (also UNAVAILABLE on gRPC).
+ */
+async function listRolesOn(
+  t: SecureApp,
+  tls: ClientTls | undefined,
+  refusal?: RegExp,
+): Promise<Record<string, number>> {
   const clients: ListenerClient[] = [
     createGrpcClient(t.grpcTarget, tls),
     createConnectClient(t.httpBase, tls),
@@ -119,6 +126,7 @@ async function listRolesOn(t: SecureApp, tls: ClientTls | undefined): Promise<Re
         (error: Error) => ({ code: -1, message: error.message }),
       );
       codes[client.name] = outcome.code;
+      if (refusal && outcome.code !== S.OK) expect(outcome.message).toMatch(refusal);
     }
   } finally {
     for (const client of clients) client.close();
@@ -192,7 +200,10 @@ describe("server TLS on both listeners", () => {
 
   it("fails the handshake for clients that do not trust the CA, and for plaintext gRPC", async () => {
     const stranger = { ca: pki.read(pki.selfSigned.cert) };
-    expect(await listRolesOn(t, stranger)).toEqual({ grpc: S.UNAVAILABLE, connect: -1 });
+    expect(await listRolesOn(t, stranger, /unable to verify the first certificate/)).toEqual({
+      grpc: S.UNAVAILABLE,
+      connect: -1,
+    });
     await expect(rawRequest(`${t.httpBase}/healthz`, { tls: stranger })).rejects.toThrow(/certificate/);
     const plaintext = createGrpcClient(t.grpcTarget);
     try {
@@ -223,7 +234,7 @@ describe("an expired server certificate", () => {
         subject: "CN=expired.localhost",
         validTo: "2020-01-02T00:00:00.000Z",
       });
-      expect(await listRolesOn(t, { ca: pki.read(pki.ca.cert) })).toEqual({
+      expect(await listRolesOn(t, { ca: pki.read(pki.ca.cert) }, /certificate has expired/)).toEqual({
         grpc: S.UNAVAILABLE,
         connect: -1,
       });
@@ -291,7 +302,7 @@ describe("mutual TLS on both listeners (AUTHZ_TLS_CLIENT_CA_FILE)", () => {
 
   it("refuses a client without a certificate at the handshake", async () => {
     const tls = { ca: pki.read(pki.ca.cert) };
-    expect(await listRolesOn(t, tls)).toEqual({ grpc: S.UNAVAILABLE, connect: -1 });
+    expect(await listRolesOn(t, tls, /certificate required/)).toEqual({ grpc: S.UNAVAILABLE, connect: -1 });
     await expect(rawRequest(`${t.httpBase}/healthz`, { tls })).rejects.toThrow();
   });
 
@@ -303,6 +314,13 @@ describe("mutual TLS on both listeners (AUTHZ_TLS_CLIENT_CA_FILE)", () => {
     };
     expect(await listRolesOn(t, tls)).toEqual({ grpc: S.UNAVAILABLE, connect: -1 });
     await expect(rawRequest(`${t.httpBase}/healthz`, { tls })).rejects.toThrow();
+    // The refusal is the handshake's, not a listener that went away: a CA-signed client gets in now.
+    const good = {
+      ca: pki.read(pki.ca.cert),
+      cert: pki.read(pki.client.cert),
+      key: pki.read(pki.client.key),
+    };
+    expect(await listRolesOn(t, good)).toEqual({ grpc: S.OK, connect: S.OK });
   });
 
   it("still answers a good client after the refused ones", async () => {
