@@ -1,7 +1,6 @@
 // The Store (src/authz/store.ts) over MikroORM on PostgreSQL or SQLite. Reads and writes are raw SQL on a
 // fresh EntityManager fork per operation; every write runs in one transaction with its users_audit row.
 
-import { randomUUID } from "node:crypto";
 import type { SqlEntityManager } from "@mikro-orm/sql";
 import { FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
@@ -33,6 +32,7 @@ import { type Logger, silentLogger } from "./logger.ts";
 import { runMigrations } from "./migrate.ts";
 import { AUDIT_TIME_POSTGRES } from "./migrations/20261130-flip-schema.ts";
 import { createOrm, type Dialect, type Orm, toDate } from "./orm.ts";
+import { uuidv7 } from "./uuid7.ts";
 
 export interface OpenStoreOptions {
   /** Apply migrations and the seed before returning. */
@@ -134,9 +134,10 @@ class WriteContext {
   }
 
   async audit(action: string, userId: string, actorId: string): Promise<void> {
+    const now = Date.now();
     await this.run(
       `INSERT INTO users_audit (id, action, user_id, modified_by_user_id, "timestamp") VALUES (?, ?, ?, ?, ?)`,
-      [randomUUID(), action, userId, actorId.toLowerCase(), this.dialect.timestamp(new Date())],
+      [uuidv7(now), action, userId, actorId.toLowerCase(), this.dialect.timestamp(new Date(now))],
     );
   }
 

@@ -407,14 +407,17 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
         expect(exact.next).toBeUndefined();
       });
 
-      it("without a user filter lists every user's events, newest first", async () => {
-        const a = randomUUID();
-        const b = randomUUID();
+      it("without a user filter lists every user's events, newest first, also within one millisecond", async () => {
+        const [a, b, c] = [randomUUID(), randomUUID(), randomUUID()];
+        // Back to back: often the same millisecond, which only the time-ordered ids can still order.
         await store.assignRole(a, VIEWER_ID, NIL);
         await store.assignRole(b, VIEWER_ID, NIL);
+        await store.assignRole(c, VIEWER_ID, NIL);
         const page = await store.listAudit({ limit: 2 });
-        expect(page.events.map((e) => e.userId)).toEqual([b, a]);
-        expect(page.next).toBeDefined();
+        expect(page.events.map((e) => e.userId)).toEqual([c, b]);
+        expect(page.next).toEqual({ timestamp: page.events[1]?.timestamp, id: page.events[1]?.id });
+        const rest = await store.listAudit({ limit: 1, ...(page.next && { before: page.next }) });
+        expect(rest.events.map((e) => e.userId)).toEqual([a]);
         const times = page.events.map((e) => e.timestamp.getTime());
         expect(times[0]).toBeGreaterThanOrEqual(times[1] ?? 0);
       });
