@@ -75,7 +75,7 @@ describe("CachedReader on a real SQLite store", () => {
     const researcher = randomUUID();
     const nobody = randomUUID();
     await store.assignRole(researcher, RESEARCHER_ID, NIL);
-    await cached.waitFor(await store.currentRevision(), 2000);
+    expect(await cached.waitFor(await store.currentRevision(), 2000)).toBe(true);
     // Warm up: one read each.
     await cached.user(researcher, CACHED);
     await cached.user(nobody, CACHED);
@@ -95,7 +95,7 @@ describe("CachedReader on a real SQLite store", () => {
     const changed = randomUUID();
     const untouched = randomUUID();
     await store.assignRole(untouched, VIEWER_ID, NIL);
-    await cached.waitFor(await store.currentRevision(), 2000);
+    expect(await cached.waitFor(await store.currentRevision(), 2000)).toBe(true);
     await cached.user(changed, CACHED);
     await cached.user(untouched, CACHED);
 

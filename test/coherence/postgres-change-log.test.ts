@@ -152,7 +152,7 @@ describe.skipIf(!postgresAvailable)("coherence: PostgreSQL change log of plain-S
       for (const user of users) {
         await flip.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [user, RESEARCHER_ID]);
       }
-      await reader.waitFor(await store.currentRevision(), 5000);
+      expect(await reader.waitFor(await store.currentRevision(), 5000)).toBe(true);
       for (const user of users)
         expect((await reader.user(user, CACHED)).roles.map((r) => r.name)).toEqual(["Researcher"]);
       const misses = reader.stats.misses;

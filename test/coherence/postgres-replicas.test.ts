@@ -78,7 +78,15 @@ describe.skipIf(!postgresAvailable)("coherence: two replicas (real processes) on
   beforeAll(async () => {
     db = await createTestDatabase("authz_coherence");
     // Started together on a fresh database: both migrate, under the migration lock.
-    [a, b] = await Promise.all([startReplica("A", db.url), startReplica("B", db.url)]);
+    const started = await Promise.allSettled([startReplica("A", db.url), startReplica("B", db.url)]);
+    // afterAll stops whichever started (a?.stop()).
+    [a, b] = started.map((result) => (result.status === "fulfilled" ? result.value : undefined)) as [
+      Replica,
+      Replica,
+    ];
+    // One failed: stop the other too, so no server process outlives the suite.
+    const failed = started.find((result) => result.status === "rejected");
+    if (failed) throw failed.reason;
     flip = new pg.Client({ connectionString: db.url });
     flip.on("error", () => {});
     await flip.connect();

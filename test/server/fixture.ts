@@ -34,11 +34,12 @@ export interface Probe {
   streamYielded: number;
   aborted: string[];
   timeouts: (number | undefined)[];
+  startedSlow: number;
   completedSlow: number;
 }
 
 export function createProbe(): Probe {
-  return { streamFinished: 0, streamYielded: 0, aborted: [], timeouts: [], completedSlow: 0 };
+  return { streamFinished: 0, streamYielded: 0, aborted: [], timeouts: [], startedSlow: 0, completedSlow: 0 };
 }
 
 function sleep(ms: number, signal?: AbortSignal): Promise<void> {
@@ -86,6 +87,7 @@ export function createTestService(probe: Probe): Partial<ServiceImpl<typeof Auth
       };
     },
     async updateProfile(request) {
+      probe.startedSlow++;
       await sleep(300);
       probe.completedSlow++;
       return { profile: { userId: request.userId, name: request.name ?? "" } };

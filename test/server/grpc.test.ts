@@ -12,6 +12,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
 import {
   collect,
   type Fixture,
@@ -248,11 +249,8 @@ describe("gRPC listener with interceptors", () => {
 
   it("does not run them for health checks", async () => {
     const count = seen.length;
-    const { HealthCheckRequestSchema } = await import("../../gen/grpc/health/v1/health_pb.ts");
-    const { Health } = await import("../../gen/grpc/health/v1/health_pb.ts");
     const answer = await unary(f.client, Health.method.check, { service: "" });
-    expect(answer.status).toBe(1);
+    expect(answer.status).toBe(HealthCheckResponse_ServingStatus.SERVING);
     expect(seen.length).toBe(count);
-    expect(HealthCheckRequestSchema.typeName).toBe("grpc.health.v1.HealthCheckRequest");
   });
 });
