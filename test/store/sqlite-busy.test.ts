@@ -42,7 +42,9 @@ let store: Store;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "authz-busy-"));
   path = join(dir, "authz.db");
-  store = await openStore({ kind: "sqlite", path }, { migrate: true, sqliteBusyTimeoutMs: 20 });
+  // 50 ms × 5 attempts outlasts the 150 ms lock below whatever the retry jitter, and gives up well within
+  // the 3 s one.
+  store = await openStore({ kind: "sqlite", path }, { migrate: true, sqliteBusyTimeoutMs: 50 });
 });
 afterAll(async () => {
   await store?.close();
