@@ -209,5 +209,10 @@ describe("AUTHZ_JWKS_URL", () => {
     const token = await signAccessToken(keyA, randomUUID(), { expiresIn: 3600 + 10 * 60 });
     expect((await refusal(verifier.verify(token))).message).toMatch(/unknown signing key/);
     expect(server.requests).toBe(2);
+    // The rotated-in key is the one now trusted, without another fetch.
+    const user = randomUUID();
+    const rotated = await signAccessToken(keyB, user, { expiresIn: 3600 + 10 * 60 });
+    expect(await verifier.verify(rotated)).toEqual({ userId: user });
+    expect(server.requests).toBe(2);
   });
 });

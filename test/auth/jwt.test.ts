@@ -1,7 +1,7 @@
 // The JWT verifier with a real JWKS file and real RS256/ES256 keys: every rule of API.md "User JWTs", each
 // hostile token refused with UNAUTHENTICATED and a reason that never repeats the token.
 
-import { randomUUID } from "node:crypto";
+import { generateKeyPairSync, randomUUID } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
 import { createJwtVerifier, type JwtVerifier, loadJwksFile } from "../../src/auth/jwt.ts";
 import { UnauthenticatedError } from "../../src/authz/errors.ts";
@@ -244,9 +244,15 @@ describe("AUTHZ_JWKS_FILE is checked at start", () => {
     const enc = { ...rsa.jwk, use: "enc" };
     const p384 = (await createTestKey("ES256")).jwk;
     const wrongCurve = { ...p384, crv: "P-384" };
-    expect(problem(writeTempFile("jwks.json", { keys: [hmac, enc, wrongCurve] }))).toMatch(
+    const { publicKey: short } = generateKeyPairSync("rsa", { modulusLength: 1024 });
+    const shortRsa = { ...short.export({ format: "jwk" }), alg: "RS256", kid: "short" };
+    expect(problem(writeTempFile("jwks.json", { keys: [hmac, enc, wrongCurve, shortRsa] }))).toMatch(
       /no usable signing keys/,
     );
+    // The same file with one good key: only the bad ones are dropped.
+    expect(
+      loadJwksFile(writeTempFile("jwks.json", { keys: [shortRsa, rsa.jwk] })).map((key) => key.kid),
+    ).toEqual([rsa.kid]);
   });
 
   it("createJwtVerifier throws it too, so the server does not start", () => {

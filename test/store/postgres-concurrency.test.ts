@@ -68,8 +68,25 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: the last Admin under concurrenc
         b.revokeRole(second, ADMIN_ROLE_ID, first),
       ]);
       expect(outcomes.filter((o) => o.status === "fulfilled")).toHaveLength(1);
+      const loser = outcomes.find((o) => o.status === "rejected");
+      expect(loser?.status === "rejected" && loser.reason).toBeInstanceOf(FailedPreconditionError);
       const admins = await storeSql(a, "SELECT user_id FROM user_role WHERE role_id = ?", [ADMIN_ROLE_ID]);
       expect(admins).toHaveLength(1);
+      // The winner took its Admin away and wrote the one audit row; the loser wrote none.
+      const kept = String(admins[0]?.user_id);
+      const removed = kept === first ? second : first;
+      expect(
+        await storeSql(a, "SELECT action FROM users_audit WHERE user_id IN (?, ?) ORDER BY action", [
+          first,
+          second,
+        ]),
+      ).toEqual(
+        [
+          { action: "Updated user roles" },
+          { action: "Updated user roles" },
+          { action: removed === first ? "Updated user roles" : "Revoked role Admin" },
+        ].sort((x, y) => (x.action < y.action ? -1 : 1)),
+      );
     }
   });
 });

@@ -131,7 +131,6 @@ describe("SQLite: a file database shared with other processes", () => {
     try {
       const user = randomUUID();
       sqliteExec(path, "INSERT INTO user_role (user_id, role_id) VALUES (?, ?)", [user, VIEWER_ID]);
-      sqliteExec(path, "DELETE FROM role_permission WHERE role_id = ?", [VIEWER_ID]);
       sqliteExec(path, "UPDATE permission SET permission_description = 'x' WHERE id = ?", [
         PERMISSIONS.CAN_MANAGE_USERS,
       ]);
