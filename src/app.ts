@@ -3,6 +3,7 @@
 
 import { AuthzService } from "../gen/flip/authz/v1/authz_pb.ts";
 import { assertStartAllowed, createAuthenticator } from "./auth/authenticator.ts";
+import { WRITE_METHODS } from "./auth/rules.ts";
 import { Authz } from "./authz/authz.ts";
 import { CachedReader } from "./authz/cached-reader.ts";
 import { ChangeHub } from "./authz/change-hub.ts";
@@ -12,6 +13,7 @@ import { type Config, redactDatabase } from "./config.ts";
 import type { Logger } from "./logger.ts";
 import { createGuard } from "./rpc/guard.ts";
 import { createAuthzService } from "./rpc/service.ts";
+import { createBrowserPolicy } from "./server/browser-policy.ts";
 import { registerCacheMetrics } from "./server/cache-metrics.ts";
 import { createHealthState, type HealthState } from "./server/health.ts";
 import { startServers } from "./server/listen.ts";
@@ -106,6 +108,17 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       port: config.httpListen.port,
       readMaxBytes: config.maxRequestBytes,
       ...(security.https && { tls: security.https }),
+      browserPolicy: createBrowserPolicy({
+        // Open mode answers whoever reaches it, so it must know who that is; with credentials, a rebinding
+        // page has no token to send, and the check is on when names are listed.
+        checkHost: authenticator.mode === "open" || config.allowedHosts.length > 0,
+        allowedHosts: config.allowedHosts,
+        corsOrigins: config.corsOrigins,
+        listenHost: config.httpListen.host,
+        tls: security.https !== undefined,
+      }),
+      changesState: (method) =>
+        method.parent.typeName === AuthzService.typeName && WRITE_METHODS.has(method.name),
     },
   }).catch(async (error: unknown) => {
     await closeData().catch(() => {});

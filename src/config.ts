@@ -45,6 +45,13 @@ export interface Config {
   jwt?: JwtConfig;
   allowUnauthenticated: boolean;
   tls?: TlsConfig;
+  /**
+   * Extra names the HTTP listener answers to (`AUTHZ_ALLOWED_HOSTS`): lower-case `name`, `name:port`,
+   * `*.suffix` or `*.suffix:port`, bracketed IPv6. Empty when unset.
+   */
+  allowedHosts: string[];
+  /** Origins that may call the HTTP listener from a browser (`AUTHZ_CORS_ORIGINS`), as `URL.origin` gives them. */
+  corsOrigins: string[];
 }
 
 export type Env = Record<string, string | undefined>;
@@ -110,6 +117,66 @@ export function isLoopback(host: string): boolean {
   return false;
 }
 
+/** A comma-separated list, entries trimmed, empty ones dropped. */
+function list(env: Env, variable: string): string[] {
+  return (env[variable] ?? "")
+    .split(",")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry !== "");
+}
+
+const HOST_NAME = /^(?:\*\.)?(?:[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?\.)*[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?$/;
+
+/**
+ * One `AUTHZ_ALLOWED_HOSTS` entry, checked and lower-cased: a host name (`flip-authz`, `authz.example.org`),
+ * a wildcard over subdomains (`*.example.org`), an IP address (`10.0.0.7`, `[fd00::7]`), each with an
+ * optional `:port` (without one, any port).
+ */
+export function parseHostPattern(entry: string, variable = "AUTHZ_ALLOWED_HOSTS"): string {
+  const value = entry.toLowerCase();
+  if (value.includes("://") || value.includes("/")) {
+    throw new ConfigError(variable, `${JSON.stringify(entry)} is a URL; list host names (authz.example.org)`);
+  }
+  const match = /^(\[[^\]]+\]|[^:]+)(?::(\d{1,5}))?$/.exec(value);
+  const host = match?.[1] ?? "";
+  const port = match?.[2];
+  if (port !== undefined && Number(port) > 65535) {
+    throw new ConfigError(variable, `${JSON.stringify(entry)}: the port must be 1..65535`);
+  }
+  const bare = host.startsWith("[") ? host.slice(1, -1) : host;
+  const valid = host.startsWith("[")
+    ? isIP(bare) === 6
+    : host !== "*" && (isIP(host) === 4 || HOST_NAME.test(host.replace(/\.$/, "")));
+  if (!match || !valid) {
+    throw new ConfigError(
+      variable,
+      host === "*"
+        ? "a bare * would answer to every name, which is what the check prevents; list the names"
+        : `${JSON.stringify(entry)} is not a host name, *.domain wildcard or IP address (with an optional :port)`,
+    );
+  }
+  return value;
+}
+
+/** One `AUTHZ_CORS_ORIGINS` entry: `scheme://host[:port]`, nothing else, as browsers send it in `Origin`. */
+export function parseOrigin(entry: string, variable = "AUTHZ_CORS_ORIGINS"): string {
+  if (entry === "*") throw new ConfigError(variable, "* is not allowed: list the origins that may call");
+  let url: URL | undefined;
+  try {
+    url = new URL(entry);
+  } catch {
+    url = undefined;
+  }
+  const bare = url && /^[a-z][a-z0-9+.-]*:\/\/[^/?#@]+\/?$/i.test(entry);
+  if (!url || !bare || !["http:", "https:"].includes(url.protocol)) {
+    throw new ConfigError(
+      variable,
+      `${JSON.stringify(entry)} is not an origin (http:// or https://, a host, an optional port, no path)`,
+    );
+  }
+  return url.origin;
+}
+
 function integer(env: Env, variable: string, fallback: number, min: number, max: number): number {
   const raw = env[variable];
   if (raw === undefined || raw === "") return fallback;
@@ -146,10 +213,7 @@ export function loadConfig(env: Env = process.env): Config {
     throw new ConfigError("AUTHZ_LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
   }
 
-  const serviceTokens = (env.AUTHZ_SERVICE_TOKENS ?? "")
-    .split(",")
-    .map((token) => token.trim())
-    .filter((token) => token !== "");
+  const serviceTokens = list(env, "AUTHZ_SERVICE_TOKENS");
   serviceTokens.forEach((token, index) => {
     // Never echo the token itself: say which one (by position) is too short.
     if (token.length < 16) {
@@ -228,6 +292,8 @@ export function loadConfig(env: Env = process.env): Config {
     maxRequestBytes: integer(env, "AUTHZ_MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
     serviceTokens,
     allowUnauthenticated: boolean(env, "AUTHZ_ALLOW_UNAUTHENTICATED", false),
+    allowedHosts: list(env, "AUTHZ_ALLOWED_HOSTS").map((entry) => parseHostPattern(entry)),
+    corsOrigins: list(env, "AUTHZ_CORS_ORIGINS").map((entry) => parseOrigin(entry)),
   };
   if (jwt) config.jwt = jwt;
   if (tls) config.tls = tls;

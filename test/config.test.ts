@@ -26,6 +26,8 @@ describe("configuration", () => {
       maxRequestBytes: 1024 * 1024,
       serviceTokens: [],
       allowUnauthenticated: false,
+      allowedHosts: [],
+      corsOrigins: [],
     });
     expect(config.jwt).toBeUndefined();
     expect(config.tls).toBeUndefined();
@@ -141,5 +143,73 @@ describe("configuration", () => {
       false,
       false,
     ]);
+  });
+
+  it("reads AUTHZ_ALLOWED_HOSTS (names, wildcards, IPs, optional ports) and AUTHZ_CORS_ORIGINS", () => {
+    const config = loadConfig({
+      AUTHZ_ALLOWED_HOSTS: " Flip-Authz , *.Example.org:8443,10.0.0.7,[fd00::7]:80, authz.example.net. ,",
+      AUTHZ_CORS_ORIGINS: "https://Console.Example.org, http://localhost:5173/ ,https://x.example.org:443",
+    });
+    expect(config.allowedHosts).toEqual([
+      "flip-authz",
+      "*.example.org:8443",
+      "10.0.0.7",
+      "[fd00::7]:80",
+      "authz.example.net.",
+    ]);
+    expect(config.corsOrigins).toEqual([
+      "https://console.example.org",
+      "http://localhost:5173",
+      "https://x.example.org",
+    ]);
+  });
+
+  it.each([
+    [
+      "AUTHZ_ALLOWED_HOSTS",
+      "*",
+      "a bare * would answer to every name, which is what the check prevents; list the names",
+    ],
+    [
+      "AUTHZ_ALLOWED_HOSTS",
+      "https://authz.example.org",
+      '"https://authz.example.org" is a URL; list host names (authz.example.org)',
+    ],
+    [
+      "AUTHZ_ALLOWED_HOSTS",
+      "ok.example.org,bad host",
+      '"bad host" is not a host name, *.domain wildcard or IP address (with an optional :port)',
+    ],
+    ["AUTHZ_ALLOWED_HOSTS", "example.org:99999", '"example.org:99999": the port must be 1..65535'],
+    [
+      "AUTHZ_ALLOWED_HOSTS",
+      "a.*.example.org",
+      '"a.*.example.org" is not a host name, *.domain wildcard or IP address (with an optional :port)',
+    ],
+    [
+      "AUTHZ_ALLOWED_HOSTS",
+      "[not-v6]",
+      '"[not-v6]" is not a host name, *.domain wildcard or IP address (with an optional :port)',
+    ],
+    ["AUTHZ_CORS_ORIGINS", "*", "* is not allowed: list the origins that may call"],
+    [
+      "AUTHZ_CORS_ORIGINS",
+      "console.example.org",
+      '"console.example.org" is not an origin (http:// or https://, a host, an optional port, no path)',
+    ],
+    [
+      "AUTHZ_CORS_ORIGINS",
+      "https://console.example.org/app",
+      '"https://console.example.org/app" is not an origin (http:// or https://, a host, an optional port, no path)',
+    ],
+    [
+      "AUTHZ_CORS_ORIGINS",
+      "ftp://console.example.org",
+      '"ftp://console.example.org" is not an origin (http:// or https://, a host, an optional port, no path)',
+    ],
+  ])("refuses %s=%j, naming the variable and the entry", (variable, value, problem) => {
+    const error = failure({ [variable]: value });
+    expect(error.variable).toBe(variable);
+    expect(error.message).toBe(`${variable}: ${problem}`);
   });
 });

@@ -22,6 +22,14 @@ export const RPC_METHODS = [
 
 export type RpcMethod = (typeof RPC_METHODS)[number];
 
+/** The calls that change something (the rest only read). */
+export const WRITE_METHODS: ReadonlySet<string> = new Set<RpcMethod>([
+  "AssignRole",
+  "RevokeRole",
+  "SetUserRoles",
+  "UpdateProfile",
+]);
+
 /** Whether the user `actorId` holds CAN_MANAGE_USERS (an up-to-date check; errors propagate). */
 export type CanManageUsers = (actorId: string) => Promise<boolean>;
 

@@ -2,18 +2,16 @@
 // authorization matrix, asking the domain whether a user actor holds CAN_MANAGE_USERS.
 
 import type { Authenticator } from "../auth/authenticator.ts";
-import { authorize, type RpcMethod } from "../auth/rules.ts";
+import { authorize, WRITE_METHODS } from "../auth/rules.ts";
 import type { Authz } from "../authz/authz.ts";
 import { CACHED, FULL } from "../authz/reader.ts";
 import type { Guard } from "./service.ts";
 
-/** Calls that change something decide the actor's rights from the database, not from a cache. */
-const WRITES: ReadonlySet<RpcMethod> = new Set(["AssignRole", "RevokeRole", "SetUserRoles", "UpdateProfile"]);
-
 export function createGuard(authenticator: Authenticator, authz: Authz): Guard {
   return async (ctx, method, subjects) => {
     const caller = await authenticator.authenticate(ctx.requestHeader.get("authorization"));
-    const consistency = WRITES.has(method) ? FULL : CACHED;
+    // Calls that change something decide the actor's rights from the database, not from a cache.
+    const consistency = WRITE_METHODS.has(method) ? FULL : CACHED;
     return authorize(caller, method, subjects, (actorId) =>
       authz.holds(actorId, "CAN_MANAGE_USERS", consistency),
     );

@@ -7,10 +7,11 @@ import {
   type ServerOptions as HttpsOptions,
   type Server as HttpsServer,
 } from "node:https";
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
-import { Code, ConnectError } from "@connectrpc/connect";
+import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
+import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
 import type { HealthState } from "./health.ts";
 import type { RpcMetrics } from "./metrics.ts";
 import { type CallHook, reportCall, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
@@ -38,32 +39,54 @@ export interface HttpServiceOptions<S extends DescService> {
   contextValues?: (request: IncomingMessage) => ContextValues;
   /** Serve HTTPS (HTTP/1.1 over TLS) with these options instead of cleartext HTTP. */
   tls?: HttpsOptions;
+  /** Host, Origin and CORS rules for browsers (browser-policy.ts); without it, none are applied. */
+  browserPolicy?: BrowserPolicy;
+  /** Which methods change state: a browser Origin the policy refuses may not call them. Default: none. */
+  changesState?: (method: DescMethod) => boolean;
 }
+
+/** Probe paths answer whatever the Host: they reveal nothing and change nothing (kubelet sends the pod IP). */
+const PROBES = new Set(["/healthz", "/readyz"]);
+
+const ARRIVAL = createContextKey<Arrival>({ localAddress: undefined, localPort: undefined });
+
+const PREFLIGHT_HEADERS = {
+  "access-control-allow-methods": cors.allowedMethods.join(", "),
+  "access-control-allow-headers": [...cors.allowedHeaders, "Authorization"].join(", "),
+  "access-control-max-age": "7200",
+};
+const EXPOSED_HEADERS = cors.exposedHeaders.join(", ");
 
 /** The request listener: operator endpoints first, then every Connect / gRPC-Web route of `service`. */
 export function createHttpHandler<S extends DescService>(
   options: HttpServiceOptions<S>,
 ): (request: IncomingMessage, response: ServerResponse) => void {
+  const policy = options.browserPolicy;
+  const contextValues = options.contextValues;
   const rpc = connectNodeAdapter({
     routes: (router) => {
       router.service(options.service, options.impl);
     },
     interceptors: [
       outcomeInterceptor(options.logger, options.metrics.record, options.streamShutdownSignal),
+      ...(policy && options.changesState ? [originInterceptor(policy, options.changesState)] : []),
       ...(options.interceptors ?? []),
     ],
     readMaxBytes: options.readMaxBytes ?? DEFAULT_READ_MAX_BYTES,
     shutdownSignal: options.shutdownSignal,
-    contextValues: options.contextValues
-      ? (request) =>
-          (options.contextValues as (r: IncomingMessage) => ContextValues)(request as IncomingMessage)
-      : undefined,
+    contextValues: (request) => {
+      const node = request as IncomingMessage;
+      const values = contextValues ? contextValues(node) : createContextValues();
+      return values.set(ARRIVAL, arrivalOf(node));
+    },
     connect: true,
     grpcWeb: true,
     grpc: true,
   });
   return (request, response) => {
-    const path = (request.url ?? "/").split("?", 1)[0];
+    const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
+    const probe = (request.method === "GET" || request.method === "HEAD") && PROBES.has(path);
+    if (policy && !probe && !admitBrowser(policy, request, response, options.logger)) return;
     if (request.method === "GET" || request.method === "HEAD") {
       if (path === "/healthz") return text(response, 200, "ok\n");
       if (path === "/readyz") {
@@ -103,6 +126,66 @@ export function createHttpServer<S extends DescService>(
     else socket.destroy(error);
   });
   return server;
+}
+
+function arrivalOf(request: IncomingMessage): Arrival {
+  return { localAddress: request.socket.localAddress, localPort: request.socket.localPort };
+}
+
+/**
+ * The Host check, then CORS: a preflight is answered here (204 with the CORS headers for a listed origin,
+ * 403 without them for any other), and a listed origin's requests get the headers that let its page read
+ * the answer. Returns false when it has answered the request itself.
+ */
+function admitBrowser(
+  policy: BrowserPolicy,
+  request: IncomingMessage,
+  response: ServerResponse,
+  logger: ServerLogger,
+): boolean {
+  const refused = policy.refuseHost(request.headers.host, arrivalOf(request));
+  if (refused !== null) {
+    logger.debug?.(
+      { host: request.headers.host, path: request.url?.slice(0, 200) },
+      "refused a request: host",
+    );
+    text(response, 421, `misdirected request: ${refused}\n`);
+    return false;
+  }
+  const origin = request.headers.origin;
+  if (policy.corsConfigured) response.setHeader("vary", "Origin");
+  if (request.method === "OPTIONS" && request.headers["access-control-request-method"] !== undefined) {
+    if (!policy.corsAllowed(origin)) {
+      text(response, 403, "cross-origin calls are not allowed from this origin (AUTHZ_CORS_ORIGINS)\n");
+      return false;
+    }
+    response.writeHead(204, { ...PREFLIGHT_HEADERS, "access-control-allow-origin": origin });
+    response.end();
+    return false;
+  }
+  if (policy.corsAllowed(origin)) {
+    response.setHeader("access-control-allow-origin", origin);
+    response.setHeader("access-control-expose-headers", EXPOSED_HEADERS);
+  }
+  return true;
+}
+
+/** State-changing calls from a web page the policy does not trust are refused, whatever their credentials. */
+function originInterceptor(
+  policy: BrowserPolicy,
+  changesState: (method: DescMethod) => boolean,
+): Interceptor {
+  return (next) => async (request) => {
+    if (changesState(request.method)) {
+      const refused = policy.refuseOrigin(
+        request.header.get("origin") ?? undefined,
+        request.header.get("host") ?? undefined,
+        request.contextValues.get(ARRIVAL),
+      );
+      if (refused !== null) throw new ConnectError(refused, Code.PermissionDenied);
+    }
+    return next(request);
+  };
 }
 
 function text(

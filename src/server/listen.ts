@@ -5,10 +5,11 @@ import { once } from "node:events";
 import type { Server as HttpServer, IncomingMessage } from "node:http";
 import type { ServerOptions as HttpsOptions, Server as HttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
-import type { DescService } from "@bufbuild/protobuf";
+import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
+import type { BrowserPolicy } from "./browser-policy.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer, type GrpcServerCall } from "./grpc.ts";
 import { addHealthService, type HealthState } from "./health.ts";
 import { createHttpServer } from "./http.ts";
@@ -47,6 +48,10 @@ export interface ServersOptions<S extends DescService> {
     contextValues?: (request: IncomingMessage) => ContextValues;
     /** HTTPS options (cert, key, optional client CA); cleartext HTTP when absent. */
     tls?: HttpsOptions;
+    /** Host, Origin and CORS rules for browsers; none when absent. */
+    browserPolicy?: BrowserPolicy;
+    /** Which of the service's methods change state (refused from an untrusted web Origin). */
+    changesState?: (method: DescMethod) => boolean;
   };
 }
 
@@ -94,6 +99,8 @@ export async function startServers<S extends DescService>(
     readMaxBytes: options.http.readMaxBytes,
     contextValues: options.http.contextValues,
     tls: options.http.tls,
+    browserPolicy: options.http.browserPolicy,
+    changesState: options.http.changesState,
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });

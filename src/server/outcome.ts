@@ -8,6 +8,7 @@ export interface ServerLogger {
   error(obj: object, msg?: string): void;
   warn(obj: object, msg?: string): void;
   info(obj: object, msg?: string): void;
+  debug?(obj: object, msg?: string): void;
 }
 
 export type Transport = "grpc" | "connect" | "grpc-web";

@@ -171,7 +171,7 @@ export function connectCode(name: string): grpc.status {
   return code;
 }
 
-interface RawResponse {
+export interface RawResponse {
   status: number;
   headers: IncomingMessage["headers"];
   body: Buffer;
