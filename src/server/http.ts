@@ -10,8 +10,8 @@ import {
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
 import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
-import { connectNodeAdapter } from "@connectrpc/connect-node";
 import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
+import { createConnectAdapter } from "./connect-adapter.ts";
 import type { HealthState } from "./health.ts";
 import type { RpcMetrics } from "./metrics.ts";
 import { type CallHook, reportCall, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
@@ -63,7 +63,7 @@ export function createHttpHandler<S extends DescService>(
 ): (request: IncomingMessage, response: ServerResponse) => void {
   const policy = options.browserPolicy;
   const contextValues = options.contextValues;
-  const rpc = connectNodeAdapter({
+  const rpc = createConnectAdapter({
     routes: (router) => {
       router.service(options.service, options.impl);
     },
@@ -82,6 +82,18 @@ export function createHttpHandler<S extends DescService>(
     connect: true,
     grpcWeb: true,
     grpc: true,
+    onHandlerError: (reason, handler) =>
+      options.logger.warn(
+        { err: reason, method: `${handler.service.typeName}/${handler.method.name}` },
+        "writing an answer failed",
+      ),
+    onMalformed: (handler, request) =>
+      reportCall(options.metrics.record, options.logger, {
+        transport: transportOf(request.headers["content-type"] ?? null),
+        method: `${handler.service.typeName}/${handler.method.name}`,
+        code: Code.InvalidArgument,
+        seconds: 0,
+      }),
   });
   return (request, response) => {
     const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
@@ -105,7 +117,10 @@ export function createHttpHandler<S extends DescService>(
         return;
       }
     }
-    rpc(request, response);
+    if (!rpc(request, response, path)) {
+      response.writeHead(404);
+      response.end();
+    }
   };
 }
 

@@ -69,6 +69,46 @@ describe("HTTP listener", () => {
     expect((await post("ListRoles", {})).status).toBe(200);
   });
 
+  it("answers a body that is not protobuf with INVALID_ARGUMENT in every protocol, never INTERNAL", async () => {
+    const garbage = Buffer.from([0xff, 0xff, 0xff, 0xff, 0xff]);
+    const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, garbage.length]), garbage]);
+    const send = (method: string, contentType: string, body: Buffer) =>
+      fetch(`${f.httpBase}/flip.authz.v1.AuthzService/${method}`, {
+        method: "POST",
+        headers: { "content-type": contentType },
+        body,
+      });
+    const unaryAnswer = await send("CheckPermission", "application/proto", garbage);
+    expect(unaryAnswer.status).toBe(400);
+    expect(await unaryAnswer.json()).toEqual({
+      code: "invalid_argument",
+      message: "request message is malformed",
+    });
+
+    const grpcWeb = await send("CheckPermission", "application/grpc-web+proto", envelope);
+    expect(grpcWeb.status).toBe(200);
+    const trailer = Buffer.from(await grpcWeb.arrayBuffer());
+    expect(trailer[0]).toBe(0x80);
+    expect(trailer.subarray(5).toString()).toBe(
+      "grpc-status: 3\r\ngrpc-message: request%20message%20is%20malformed\r\n",
+    );
+
+    const stream = await send("WatchChanges", "application/connect+proto", envelope);
+    expect(stream.status).toBe(200);
+    const end = Buffer.from(await stream.arrayBuffer());
+    expect(end[0]).toBe(0x02);
+    expect(JSON.parse(end.subarray(5).toString())).toEqual({
+      error: { code: "invalid_argument", message: "request message is malformed" },
+    });
+    const metrics = await (await fetch(`${f.httpBase}/metrics`)).text();
+    expect(metrics).toMatch(
+      /authz_rpc_handled_total\{transport="connect",method="[^"]+CheckPermission",code="INVALID_ARGUMENT"\} [1-9]/,
+    );
+    expect(metrics).toMatch(
+      /authz_rpc_handled_total\{transport="grpc-web",method="[^"]+CheckPermission",code="INVALID_ARGUMENT"\} [1-9]/,
+    );
+  });
+
   it("serves gRPC-Web and Connect to real connect-node clients, streaming included", async () => {
     for (const transport of [
       createGrpcWebTransport({ baseUrl: f.httpBase, httpVersion: "1.1" }),
