@@ -2,8 +2,9 @@
 // mode), and the start-up rule that open mode may only listen on loopback.
 
 import { UnauthenticatedError } from "../authz/errors.ts";
+import { Lru } from "../authz/lru.ts";
 import { type Config, ConfigError, isLoopback, type ListenAddress } from "../config.ts";
-import { createJwtVerifier, type JwtVerifierOptions } from "./jwt.ts";
+import { CLOCK_TOLERANCE_SECONDS, createJwtVerifier, type JwtVerifierOptions } from "./jwt.ts";
 import { createServiceTokens } from "./service-tokens.ts";
 
 export type Caller = { kind: "service" } | { kind: "user"; userId: string } | { kind: "anonymous" };
@@ -19,7 +20,19 @@ export interface Authenticator {
    * or not verifiable. In open mode every call is anonymous, whatever it sends.
    */
   authenticate(authorization: string | null | undefined): Promise<Caller>;
+  /**
+   * The user (lower-case sub) behind the `Bearer` access token of an HTTP request a proxy asks about: user
+   * JWTs only (a service token is no user), whatever the mode. Throws UnauthenticatedError when the header
+   * is missing, malformed or not verifiable, or when AUTHZ_JWT_ISSUER is not set. A verified token is
+   * remembered until it expires, for at most VERIFIED_TOKEN_TTL_MS, so a user's every request through a
+   * proxy does not cost a signature check.
+   */
+  verifyUser(authorization: string | null | undefined): Promise<string>;
 }
+
+/** How long a verified token is taken as verified (a signing key withdrawn from the JWKS counts after this). */
+export const VERIFIED_TOKEN_TTL_MS = 60_000;
+const VERIFIED_TOKENS = 10_000;
 
 /** Open mode: neither AUTHZ_SERVICE_TOKENS nor AUTHZ_JWT_ISSUER is set. */
 export function authMode(config: Pick<Config, "serviceTokens" | "jwt">): AuthMode {
@@ -27,6 +40,15 @@ export function authMode(config: Pick<Config, "serviceTokens" | "jwt">): AuthMod
 }
 
 const BEARER = /^bearer +(\S+)$/i;
+
+/** The credential of an `authorization` header value; throws UnauthenticatedError when there is none. */
+function credentialOf(authorization: string | null | undefined): string {
+  const header = authorization?.trim() ?? "";
+  if (header === "") throw new UnauthenticatedError("missing credentials");
+  const credential = BEARER.exec(header)?.[1];
+  if (credential === undefined) throw new UnauthenticatedError("malformed authorization header");
+  return credential;
+}
 
 /** What a `Bearer` credential can hold: visible ASCII without spaces, as HTTP headers and gRPC metadata carry it. */
 const SENDABLE = /^[\x21-\x7e]+$/;
@@ -52,19 +74,32 @@ export function createAuthenticator(
   });
   const serviceTokens = createServiceTokens(config.serviceTokens);
   const jwt = config.jwt === undefined ? undefined : createJwtVerifier(config.jwt, jwtOptions);
+  const now = jwtOptions?.now ?? Date.now;
+  const verified = new Lru<string, { userId: string; until: number }>(VERIFIED_TOKENS);
 
   return {
     mode,
     async authenticate(authorization) {
       if (mode === "open") return { kind: "anonymous" };
-      const header = authorization?.trim() ?? "";
-      if (header === "") throw new UnauthenticatedError("missing credentials");
-      const credential = BEARER.exec(header)?.[1];
-      if (credential === undefined) throw new UnauthenticatedError("malformed authorization header");
+      const credential = credentialOf(authorization);
       if (serviceTokens.size > 0 && serviceTokens.matches(credential)) return { kind: "service" };
       if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
       const { userId } = await jwt.verify(credential);
       return { kind: "user", userId };
+    },
+    async verifyUser(authorization) {
+      const credential = credentialOf(authorization);
+      if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
+      const known = verified.get(credential);
+      if (known !== undefined) {
+        if (now() < known.until) return known.userId;
+        verified.delete(credential);
+      }
+      const { userId, expiresAt } = await jwt.verify(credential);
+      // Valid until exp plus the leeway the verifier allows, as a fresh verification would find.
+      const until = Math.min(expiresAt + CLOCK_TOLERANCE_SECONDS * 1000, now() + VERIFIED_TOKEN_TTL_MS);
+      verified.set(credential, { userId, until });
+      return userId;
     },
   };
 }

@@ -28,6 +28,8 @@ export const CLOCK_TOLERANCE_SECONDS = 60;
 export interface VerifiedUser {
   /** The token's `sub`, lower-case. */
   userId: string;
+  /** The token's `exp`, in ms since the epoch. */
+  expiresAt: number;
 }
 
 export interface JwtVerifier {
@@ -270,7 +272,8 @@ export function createJwtVerifier(config: JwtConfig, options: JwtVerifierOptions
       if (typeof payload.sub !== "string" || !isUuid(payload.sub)) {
         throw new UnauthenticatedError("invalid token: sub is not a UUID");
       }
-      return { userId: payload.sub.toLowerCase() };
+      // jose has checked that exp is a number (requiredClaims).
+      return { userId: payload.sub.toLowerCase(), expiresAt: (payload.exp as number) * 1000 };
     },
   };
 }

@@ -3,7 +3,12 @@
 
 import { randomUUID } from "node:crypto";
 import { beforeAll, describe, expect, it } from "vitest";
-import { assertStartAllowed, authMode, createAuthenticator } from "../../src/auth/authenticator.ts";
+import {
+  assertStartAllowed,
+  authMode,
+  createAuthenticator,
+  VERIFIED_TOKEN_TTL_MS,
+} from "../../src/auth/authenticator.ts";
 import { createServiceTokens } from "../../src/auth/service-tokens.ts";
 import { UnauthenticatedError } from "../../src/authz/errors.ts";
 import { type Config, ConfigError, loadConfig } from "../../src/config.ts";
@@ -148,6 +153,47 @@ describe("createAuthenticator, service tokens and JWTs", () => {
         loadConfig({ AUTHZ_JWT_ISSUER: ISSUER, AUTHZ_JWKS_FILE: writeTempFile("jwks.json", "[]") }),
       ),
     ).toThrow(/^AUTHZ_JWKS_FILE: /);
+  });
+});
+
+describe("verifyUser: the user behind a proxied request's token", () => {
+  const config = () =>
+    loadConfig({ AUTHZ_SERVICE_TOKENS: TOKEN_1, AUTHZ_JWT_ISSUER: ISSUER, AUTHZ_JWKS_FILE: jwksFile });
+
+  it("a valid access token is its user, lower case; a service token or garbage is no user", async () => {
+    const auth = createAuthenticator(config());
+    const sub = randomUUID();
+    await expect(auth.verifyUser(`Bearer ${await signAccessToken(key, sub.toUpperCase())}`)).resolves.toBe(
+      sub,
+    );
+    expect(await refusal(auth.verifyUser(`Bearer ${TOKEN_1}`))).toBe("invalid token: malformed token");
+    expect(await refusal(auth.verifyUser(undefined))).toBe("missing credentials");
+    expect(await refusal(auth.verifyUser("Basic dXNlcjpwYXNz"))).toBe("malformed authorization header");
+  });
+
+  it("a remembered token still stops counting at its exp plus the leeway, and is re-verified after the TTL", async () => {
+    let now = Date.now();
+    const auth = createAuthenticator(config(), { now: () => now });
+    const sub = randomUUID();
+    const token = `Bearer ${await signAccessToken(key, sub, { expiresIn: 30 })}`;
+    await expect(auth.verifyUser(token)).resolves.toBe(sub);
+    now += 29_000;
+    await expect(auth.verifyUser(token)).resolves.toBe(sub);
+    // 30 s to exp + 60 s leeway: a fresh verification refuses it now, and so does the remembered one.
+    now += 62_000;
+    expect(await refusal(auth.verifyUser(token))).toBe("invalid token: token expired");
+
+    const later = `Bearer ${await signAccessToken(key, sub, { expiresIn: 3600 })}`;
+    await expect(auth.verifyUser(later)).resolves.toBe(sub);
+    now += VERIFIED_TOKEN_TTL_MS + 1;
+    // Past the TTL the token is verified again (still valid: same answer).
+    await expect(auth.verifyUser(later)).resolves.toBe(sub);
+  });
+
+  it("without AUTHZ_JWT_ISSUER no token names a user, also in open mode", async () => {
+    const auth = createAuthenticator(loadConfig({}));
+    const token = await signAccessToken(key, randomUUID());
+    expect(await refusal(auth.verifyUser(`Bearer ${token}`))).toBe("invalid credentials");
   });
 });
 
