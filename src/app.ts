@@ -7,9 +7,17 @@ import { WRITE_METHODS } from "./auth/rules.ts";
 import { Authz } from "./authz/authz.ts";
 import { CachedReader } from "./authz/cached-reader.ts";
 import { ChangeHub } from "./authz/change-hub.ts";
-import { createDatabaseReader } from "./authz/reader.ts";
+import { CACHED, createDatabaseReader } from "./authz/reader.ts";
 import type { Store } from "./authz/store.ts";
-import { type Config, redactDatabase } from "./config.ts";
+import { type Config, ConfigError, redactDatabase } from "./config.ts";
+import { createRouteGuard } from "./guard/decide.ts";
+import {
+  checkRouteTable,
+  EMPTY_ROUTE_TABLE,
+  loadRouteTable,
+  type RouteTable,
+  RouteTableError,
+} from "./guard/routes.ts";
 import type { Logger } from "./logger.ts";
 import { createGuard } from "./rpc/guard.ts";
 import { createAuthzService } from "./rpc/service.ts";
@@ -46,12 +54,26 @@ export const CHANGE_LOG_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 const PRUNE_INTERVAL_MS = 60 * 60 * 1000;
 const FIRST_PRUNE_DELAY_MS = 60 * 1000;
 
+/** A route file problem as a start error naming AUTHZ_ROUTES_FILE (the message names the file and route). */
+function routesError(error: unknown): unknown {
+  return error instanceof RouteTableError ? new ConfigError("AUTHZ_ROUTES_FILE", error.message) : error;
+}
+
 export async function startApp(config: Config, logger: Logger): Promise<App> {
   // Everything that can refuse the start is checked before anything is opened.
   const openWarning = assertStartAllowed(config);
   const authenticator = createAuthenticator(config, {
     onKeyFetchError: (error) => logger.warn({ err: error }, "fetching the JWKS failed"),
   });
+  let routes: RouteTable = EMPTY_ROUTE_TABLE;
+  if (config.routesFile !== undefined) {
+    try {
+      routes = loadRouteTable(config.routesFile);
+      checkRouteTable(routes, { userTokens: config.jwt !== undefined, permissionExists: () => true });
+    } catch (error) {
+      throw routesError(error);
+    }
+  }
   const security = createTransportSecurity(config.tls);
   if (openWarning) logger.warn(openWarning);
   const certificate = security.certificate;
@@ -81,12 +103,24 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   try {
     await hub.start();
     await reader.start(hub);
+    // Permissions can only be looked up now: an unknown one is a start error (later removals deny).
+    const { index } = await reader.catalog(CACHED);
+    checkRouteTable(routes, {
+      userTokens: config.jwt !== undefined,
+      permissionExists: (ref) => index.resolvePermission(ref) !== undefined,
+    });
   } catch (error) {
     await closeData().catch(() => {});
-    throw error;
+    throw routesError(error);
   }
   const authz = new Authz({ store, reader, hub, maxBatch: config.maxBatch });
   const impl = createAuthzService(authz, createGuard(authenticator, authz));
+  const guard = createRouteGuard({
+    routes,
+    verifyUser: (authorization) => authenticator.verifyUser(authorization),
+    holds: (userId, permission) => authz.holds(userId, permission, CACHED),
+    onError: (error) => logger.warn({ err: error }, "a route decision failed: denied (fail closed)"),
+  });
 
   const health = createHealthState([AuthzService.typeName]);
   const metrics = createRpcMetrics();
@@ -97,6 +131,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     health,
     logger,
     metrics,
+    guard,
     grpc: {
       host: config.grpcListen.host,
       port: config.grpcListen.port,
@@ -169,6 +204,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       http: `${config.httpListen.host}:${servers.httpPort}`,
       database: redactDatabase(config.database),
       auth: authenticator.mode,
+      routes: config.routesFile === undefined ? "none" : `${routes.routes.length} from ${config.routesFile}`,
       tls: config.tls ? (config.tls.clientCaFile ? "mutual" : "server") : "off",
       ...(certificate && { certificate: { subject: certificate.subject, validTo: certificate.validTo } }),
     },

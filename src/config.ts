@@ -52,6 +52,8 @@ export interface Config {
   allowedHosts: string[];
   /** Origins that may call the HTTP listener from a browser (`AUTHZ_CORS_ORIGINS`), as `URL.origin` gives them. */
   corsOrigins: string[];
+  /** AUTHZ_ROUTES_FILE: the route table for ext_authz and forward auth (read and checked at start). */
+  routesFile?: string;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -297,5 +299,7 @@ export function loadConfig(env: Env = process.env): Config {
   };
   if (jwt) config.jwt = jwt;
   if (tls) config.tls = tls;
+  const routesFile = optional(env, "AUTHZ_ROUTES_FILE");
+  if (routesFile !== undefined) config.routesFile = routesFile;
   return config;
 }

@@ -24,6 +24,8 @@ export interface Route {
 }
 
 export interface RouteTable {
+  /** The file it came from, as errors name it. */
+  readonly source: string;
   readonly routes: readonly Route[];
   /** The first route matching the method and decoded path segments (see path.ts), or undefined. */
   match(method: string, segments: readonly string[]): Route | undefined;
@@ -157,6 +159,7 @@ export function createRouteTable(document: unknown, source: string): RouteTable 
   }
   const routes = document.routes.map((entry, i) => parseRoute(entry, i, source));
   return {
+    source,
     routes,
     match(method, segments) {
       for (const route of routes) {
@@ -169,7 +172,35 @@ export function createRouteTable(document: unknown, source: string): RouteTable 
 }
 
 /** No routes: every request is denied (the table in use while AUTHZ_ROUTES_FILE is not set). */
-export const EMPTY_ROUTE_TABLE: RouteTable = { routes: [], match: () => undefined };
+export const EMPTY_ROUTE_TABLE: RouteTable = { source: "", routes: [], match: () => undefined };
+
+/**
+ * The start checks that need more than the file (SIDECARS.md §1): a route other than `public` needs user
+ * tokens (AUTHZ_JWT_ISSUER), and every `permission` must name a permission that exists. Throws a
+ * RouteTableError naming the first route that cannot work.
+ */
+export function checkRouteTable(
+  table: RouteTable,
+  context: { userTokens: boolean; permissionExists(ref: string): boolean },
+): void {
+  for (const route of table.routes) {
+    const where = `routes[${route.index}]`;
+    if (route.access.kind !== "public" && !context.userTokens) {
+      throw new RouteTableError(
+        table.source,
+        where,
+        "needs a verified user, so AUTHZ_JWT_ISSUER must be set (only public routes work without it)",
+      );
+    }
+    if (route.access.kind === "permission" && !context.permissionExists(route.access.permission)) {
+      throw new RouteTableError(
+        table.source,
+        `${where}.permission`,
+        `no permission ${JSON.stringify(route.access.permission)} (see ListPermissions)`,
+      );
+    }
+  }
+}
 
 /** Parses the text of a route file (JSON is YAML, so one parser reads both; duplicate keys are errors). */
 export function parseRouteTable(text: string, source: string): RouteTable {

@@ -1,5 +1,6 @@
 // The HTTP listener (node:http, HTTP/1.1): the same ServiceImpl over the Connect protocol (JSON and binary)
-// and gRPC-Web via connect-node, plus the operator endpoints GET /healthz, /readyz and /metrics.
+// and gRPC-Web via connect-node, plus the operator endpoints GET /healthz, /readyz and /metrics, and the
+// route guard's /forward-auth and /ext-authz/… (forward-auth.ts) when given.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import {
@@ -12,6 +13,7 @@ import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@c
 import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
 import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
 import { createConnectAdapter } from "./connect-adapter.ts";
+import { type ForwardAuthHandler, isForwardAuthPath } from "./forward-auth.ts";
 import type { HealthState } from "./health.ts";
 import type { RpcMetrics } from "./metrics.ts";
 import { type CallHook, reportCall, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
@@ -43,6 +45,8 @@ export interface HttpServiceOptions<S extends DescService> {
   browserPolicy?: BrowserPolicy;
   /** Which methods change state: a browser Origin the policy refuses may not call them. Default: none. */
   changesState?: (method: DescMethod) => boolean;
+  /** /forward-auth and /ext-authz/…, any method. */
+  forwardAuth?: ForwardAuthHandler;
 }
 
 /** Probe paths answer whatever the Host: they reveal nothing and change nothing (kubelet sends the pod IP). */
@@ -98,7 +102,15 @@ export function createHttpHandler<S extends DescService>(
   return (request, response) => {
     const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
     const probe = (request.method === "GET" || request.method === "HEAD") && PROBES.has(path);
-    if (policy && !probe && !admitBrowser(policy, request, response, options.logger)) return;
+    const forwardAuth = options.forwardAuth !== undefined && isForwardAuthPath(path);
+    if (policy && !probe) {
+      // A forward-auth call carries the original request's method and headers, never a preflight to us.
+      const admitted = forwardAuth
+        ? admitHost(policy, request, response, options.logger)
+        : admitBrowser(policy, request, response, options.logger);
+      if (!admitted) return;
+    }
+    if (forwardAuth) return options.forwardAuth?.(request, response, path);
     if (request.method === "GET" || request.method === "HEAD") {
       if (path === "/healthz") return text(response, 200, "ok\n");
       if (path === "/readyz") {
@@ -147,6 +159,20 @@ function arrivalOf(request: IncomingMessage): Arrival {
   return { localAddress: request.socket.localAddress, localPort: request.socket.localPort };
 }
 
+/** The Host check: answers 421 and returns false when the Host is not one this service answers to. */
+function admitHost(
+  policy: BrowserPolicy,
+  request: IncomingMessage,
+  response: ServerResponse,
+  logger: ServerLogger,
+): boolean {
+  const refused = policy.refuseHost(request.headers.host, arrivalOf(request));
+  if (refused === null) return true;
+  logger.debug?.({ host: request.headers.host, path: request.url?.slice(0, 200) }, "refused a request: host");
+  text(response, 421, `misdirected request: ${refused}\n`);
+  return false;
+}
+
 /**
  * The Host check, then CORS: a preflight is answered here (204 with the CORS headers for a listed origin,
  * 403 without them for any other), and a listed origin's requests get the headers that let its page read
@@ -158,15 +184,7 @@ function admitBrowser(
   response: ServerResponse,
   logger: ServerLogger,
 ): boolean {
-  const refused = policy.refuseHost(request.headers.host, arrivalOf(request));
-  if (refused !== null) {
-    logger.debug?.(
-      { host: request.headers.host, path: request.url?.slice(0, 200) },
-      "refused a request: host",
-    );
-    text(response, 421, `misdirected request: ${refused}\n`);
-    return false;
-  }
+  if (!admitHost(policy, request, response, logger)) return false;
   const origin = request.headers.origin;
   if (policy.corsConfigured) response.setHeader("vary", "Origin");
   if (request.method === "OPTIONS" && request.headers["access-control-request-method"] !== undefined) {

@@ -8,8 +8,12 @@ import type { AddressInfo } from "node:net";
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl } from "@connectrpc/connect";
 import type * as grpc from "@grpc/grpc-js";
+import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
+import type { RouteGuard } from "../guard/decide.ts";
 import type { BrowserPolicy } from "./browser-policy.ts";
+import { addExtAuthzService } from "./ext-authz.ts";
+import { createForwardAuthHandler } from "./forward-auth.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer, type GrpcServerCall } from "./grpc.ts";
 import { addHealthService, type HealthState } from "./health.ts";
 import { createHttpServer } from "./http.ts";
@@ -27,6 +31,11 @@ export interface ServersOptions<S extends DescService> {
   metrics?: RpcMetrics;
   /** Connect interceptors for the service on both listeners (not for health or reflection). */
   interceptors?: Interceptor[];
+  /**
+   * The route guard: served as Envoy's ext_authz Check on the gRPC listener and as /forward-auth and
+   * /ext-authz/… on the HTTP listener, without credentials of their own (SIDECARS.md §3, §4).
+   */
+  guard?: RouteGuard;
   grpc: {
     host: string;
     /** 0 picks a free port; the bound one is in RunningServers.grpcPort. */
@@ -87,7 +96,13 @@ export async function startServers<S extends DescService>(
     interceptors: options.interceptors,
   });
   addHealthService(grpcServer, health, common);
-  addReflectionService(grpcServer, [options.service, Health, ...REFLECTION_SERVICES], common);
+  const guard = options.guard;
+  if (guard) addExtAuthzService(grpcServer, guard, { ...common, onDecision: metrics.decision });
+  addReflectionService(
+    grpcServer,
+    [options.service, Health, ...(guard ? [Authorization] : []), ...REFLECTION_SERVICES],
+    common,
+  );
 
   const httpServer = createHttpServer({
     service: options.service,
@@ -101,6 +116,7 @@ export async function startServers<S extends DescService>(
     tls: options.http.tls,
     browserPolicy: options.http.browserPolicy,
     changesState: options.http.changesState,
+    ...(guard && { forwardAuth: createForwardAuthHandler(guard, metrics.decision, logger) }),
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });

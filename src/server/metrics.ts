@@ -1,13 +1,17 @@
-// Prometheus metrics for both listeners: Node's default process metrics plus one counter and one latency
-// histogram of RPCs by transport, method and status code, served as text on GET /metrics.
+// Prometheus metrics for both listeners: Node's default process metrics, one counter and one latency
+// histogram of RPCs by transport, method and status code, and the route guard's decisions by route and
+// result (ext_authz and forward auth alike), served as text on GET /metrics.
 
 import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import type { Decision } from "../guard/decide.ts";
 import { type CallRecord, codeName } from "./outcome.ts";
 
 export interface RpcMetrics {
   readonly registry: Registry;
   /** Records one finished call; pass as `onCallEnd` to both listeners. */
   record(call: CallRecord): void;
+  /** Counts one route decision: `authz_route_decisions_total{route, decision}`. */
+  decision(decision: Decision): void;
 }
 
 export interface RpcMetricsOptions {
@@ -34,8 +38,17 @@ export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
     registers: [registry],
   });
+  const decisions = new Counter({
+    name: "authz_route_decisions_total",
+    help: "Route guard decisions (ext_authz, /forward-auth, /ext-authz), by route path (or none) and decision (allow, deny, unauthenticated, error).",
+    labelNames: ["route", "decision"] as const,
+    registers: [registry],
+  });
   return {
     registry,
+    decision(decision) {
+      decisions.inc({ route: decision.route, decision: decision.kind });
+    },
     record(call) {
       const labels = { transport: call.transport, method: call.method, code: codeName(call.code) };
       handled.inc(labels);

@@ -1,0 +1,160 @@
+// Envoy's external authorization, envoy.service.auth.v3.Authorization/Check (SIDECARS.md §3), on the gRPC
+// listener: the request Envoy describes goes to the route guard and its decision becomes a CheckResponse.
+// The RPC itself always succeeds; a malformed or incomplete CheckRequest is a denial, never an RPC error.
+// Served straight on grpc-js rather than through the Connect bridge: Envoy calls it on every request.
+
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import {
+  HeaderValueOption_HeaderAppendAction as HeaderAppendAction,
+  type HeaderValueOptionSchema,
+} from "../../gen/envoy/config/core/v3/base_pb.ts";
+import {
+  Authorization,
+  type CheckRequest,
+  CheckRequestSchema,
+  CheckResponseSchema,
+} from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
+import { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.ts";
+import { type Decision, type GuardRequest, type RouteGuard, UNDECIDED } from "../guard/decide.ts";
+import { denialBody, USER_HEADER } from "./guard-answer.ts";
+import { type CallHook, reportCall, type ServerLogger } from "./outcome.ts";
+
+export interface ExtAuthzOptions {
+  logger: ServerLogger;
+  /** Called once per finished call, e.g. RpcMetrics.record. */
+  onCallEnd?: CallHook;
+  /** Called with every decision, e.g. RpcMetrics.decision. */
+  onDecision(decision: Decision): void;
+}
+
+const CHECK = Authorization.method.check;
+const METHOD_NAME = `${Authorization.typeName}/${CHECK.name}`;
+const PARSE = { readUnknownFields: false };
+
+/** The original request in a CheckRequest, or undefined when it does not describe an HTTP request. */
+export function guardRequestOf(check: CheckRequest): GuardRequest | undefined {
+  const http = check.attributes?.request?.http;
+  if (http === undefined) return undefined;
+  let authorization: string | undefined;
+  const raw = http.headerMap?.headers;
+  if (raw !== undefined && raw.length > 0) {
+    // encode_raw_headers: true. Repeated headers are joined as Envoy's map joins them, so two credentials
+    // become one malformed value rather than a choice.
+    const values = raw
+      .filter((header) => header.key.toLowerCase() === "authorization")
+      .map((header) =>
+        header.rawValue.length > 0 ? Buffer.from(header.rawValue).toString("latin1") : header.value,
+      );
+    if (values.length > 0) authorization = values.join(",");
+  } else {
+    authorization = http.headers.authorization;
+  }
+  return { method: http.method, path: http.path, authorization };
+}
+
+function header(key: string, value: string) {
+  return {
+    header: { key, value },
+    // OVERWRITE_IF_EXISTS_OR_ADD replaces a client-sent value; append = false says so to older Envoys.
+    append: false,
+    appendAction: HeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+  } satisfies Parameters<typeof create<typeof HeaderValueOptionSchema>>[1];
+}
+
+const ALLOW_PUBLIC = Buffer.from(
+  toBinary(
+    CheckResponseSchema,
+    create(CheckResponseSchema, {
+      status: { code: grpc.status.OK },
+      httpResponse: { case: "okResponse", value: { headersToRemove: [USER_HEADER] } },
+    }),
+  ),
+);
+
+/** The CheckResponse carrying `decision`, encoded. */
+export function checkResponseOf(decision: Decision): Buffer {
+  if (decision.kind === "allow") {
+    if (decision.userId === "") return ALLOW_PUBLIC;
+    const response = create(CheckResponseSchema, {
+      status: { code: grpc.status.OK },
+      httpResponse: { case: "okResponse", value: { headers: [header(USER_HEADER, decision.userId)] } },
+    });
+    return Buffer.from(toBinary(CheckResponseSchema, response));
+  }
+  const unauthenticated = decision.kind === "unauthenticated";
+  const headers = [header("content-type", "application/json")];
+  if (unauthenticated) headers.push(header("www-authenticate", "Bearer"));
+  const response = create(CheckResponseSchema, {
+    status: {
+      code: unauthenticated ? grpc.status.UNAUTHENTICATED : grpc.status.PERMISSION_DENIED,
+      message: decision.message,
+    },
+    httpResponse: {
+      case: "deniedResponse",
+      value: {
+        // Fail closed: a decision that could not be made is a 403 to the client, like any denial.
+        status: { code: unauthenticated ? StatusCode.Unauthorized : StatusCode.Forbidden },
+        headers,
+        body: denialBody(decision, 403),
+      },
+    },
+  });
+  return Buffer.from(toBinary(CheckResponseSchema, response));
+}
+
+const MALFORMED: Decision = {
+  kind: "error",
+  route: "none",
+  userId: "",
+  message: "the check request is malformed",
+};
+const NOT_HTTP: Decision = {
+  kind: "error",
+  route: "none",
+  userId: "",
+  message: "the check request describes no HTTP request",
+};
+
+/** Serves Authorization/Check on a grpc-js server, answered by `guard`, without credentials (§3). */
+export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, options: ExtAuthzOptions): void {
+  const passThrough = (value: Buffer) => value;
+  const definition: grpc.ServiceDefinition = {
+    [CHECK.name]: {
+      path: `/${METHOD_NAME}`,
+      requestStream: false,
+      responseStream: false,
+      requestSerialize: passThrough,
+      requestDeserialize: passThrough,
+      responseSerialize: passThrough,
+      responseDeserialize: passThrough,
+    },
+  };
+  const check: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
+    const started = performance.now();
+    let request: GuardRequest | undefined;
+    let decided: Promise<Decision>;
+    try {
+      request = guardRequestOf(fromBinary(CheckRequestSchema, call.request, PARSE));
+      decided = request === undefined ? Promise.resolve(NOT_HTTP) : guard(request);
+    } catch {
+      decided = Promise.resolve(MALFORMED);
+    }
+    decided
+      .catch((error: unknown): Decision => {
+        options.logger.error({ err: error, method: METHOD_NAME }, "unexpected error in a route decision");
+        return { kind: "error", route: "none", userId: "", message: UNDECIDED };
+      })
+      .then((decision) => {
+        options.onDecision(decision);
+        callback(null, checkResponseOf(decision));
+        reportCall(options.onCallEnd, options.logger, {
+          transport: "grpc",
+          method: METHOD_NAME,
+          code: call.cancelled ? grpc.status.CANCELLED : grpc.status.OK,
+          seconds: (performance.now() - started) / 1000,
+        });
+      });
+  };
+  server.addService(definition, { [CHECK.name]: check });
+}
