@@ -9,12 +9,15 @@ import { createServer, type IncomingHttpHeaders, type Server } from "node:http";
 import { type AddressInfo, connect } from "node:net";
 import { join, resolve } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { loadConfig } from "../../src/config.ts";
 import { type AppDatabase, createSqliteDatabase } from "../helpers/app.ts";
 import { type GuardedApp, startGuardedApp, USERS } from "../helpers/guarded-app.ts";
 import { tempDir } from "../helpers/keys.ts";
 import { freePort } from "../helpers/ports.ts";
 import { requireTool } from "../helpers/tools.ts";
 
+/** Where the deploy files expect flip-authz's HTTP listener: its default address. */
+const AUTHZ_HTTP = (({ host, port }) => `${host}:${port}`)(loadConfig({}).httpListen);
 const nginx = requireTool("nginx");
 const caddy = requireTool("caddy");
 
@@ -137,7 +140,7 @@ async function startNginx(authzPort: number, upstreamPort: number): Promise<Prox
   mkdirSync(join(dir, "logs"));
   const port = await freePort();
   const conf = fill("nginx.conf", [
-    ["127.0.0.1:8080", `127.0.0.1:${authzPort}`],
+    [AUTHZ_HTTP, `127.0.0.1:${authzPort}`],
     ["127.0.0.1:3000", `127.0.0.1:${upstreamPort}`],
     ["listen 8000;", `listen 127.0.0.1:${port};`],
   ]);
@@ -163,7 +166,7 @@ async function startCaddy(authzPort: number, upstreamPort: number): Promise<Prox
   const dir = tempDir("flip-caddy-");
   const port = await freePort();
   const conf = fill("Caddyfile", [
-    ["127.0.0.1:8080", `127.0.0.1:${authzPort}`],
+    [AUTHZ_HTTP, `127.0.0.1:${authzPort}`],
     ["127.0.0.1:3000", `127.0.0.1:${upstreamPort}`],
     // Any Host, as in the file; bound to loopback here.
     [":8000 {", `:${port} {\n\tbind 127.0.0.1`],
