@@ -201,6 +201,42 @@ describe("/ext-authz/<original path>", () => {
   });
 });
 
+describe("behind the HTTP listener's browser rules", () => {
+  it("a CORS preflight going through a proxy is an original request like any other, not a preflight to us", async () => {
+    const preflight = { origin: "https://app.flip.example", "access-control-request-method": "DELETE" };
+    const viaEnvoy = await send(`${guarded.httpBase}/ext-authz/api/health`, {
+      method: "OPTIONS",
+      headers: preflight,
+    });
+    allowedAs(viaEnvoy, "");
+    expect(viaEnvoy.headers["access-control-allow-origin"]).toBeUndefined();
+    allowedAs(await forwardAuth("OPTIONS", "/api/health", preflight), "");
+    const guardedRoute = await send(`${guarded.httpBase}/ext-authz/api/projects/1`, {
+      method: "OPTIONS",
+      headers: preflight,
+    });
+    expect(deniedWith(guardedRoute, 403)).toBe("no route allows this request");
+  });
+
+  it("with AUTHZ_ALLOWED_HOSTS set, only a listed Host may ask", async () => {
+    const other = await createSqliteDatabase();
+    const app = await startGuardedApp(other, {
+      AUTHZ_ALLOWED_HOSTS: "flip-authz.flip.svc.cluster.local:8080",
+    });
+    try {
+      const ask = (host: string) =>
+        send(`${app.httpBase}/forward-auth`, {
+          headers: { host, "x-forwarded-method": "GET", "x-forwarded-uri": "/api/health" },
+        });
+      expect((await ask("api.flip.example")).status).toBe(421);
+      allowedAs(await ask("flip-authz.flip.svc.cluster.local:8080"), "");
+    } finally {
+      await app.close();
+      await other.close();
+    }
+  });
+});
+
 describe.skipIf(!postgresAvailable)("fail closed", () => {
   it("when PostgreSQL refuses connections, an uncached user's request is answered 503 and counted as error", async () => {
     const other = await createPostgresDatabase();
