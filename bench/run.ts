@@ -6,6 +6,7 @@
 //   npm run bench                 everything
 //   npm run bench -- throughput   only check throughput
 //   npm run bench -- propagation  only propagation latency
+//   npm run bench -- guard        only the route guard (ext_authz, /forward-auth; bench/guard.ts)
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
@@ -24,6 +25,7 @@ import { NIL_UUID } from "../src/authz/ids.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/logger.ts";
 import { openStore } from "../src/store/index.ts";
+import { guardBench } from "./guard.ts";
 
 const ADMIN_URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const HOT_USER = "6f0c1f4e-2a53-4c7e-9d8b-0a1b2c3d4e5f";
@@ -282,6 +284,7 @@ try {
     if (database) await propagation(database.url);
     else say("Propagation: skipped (no PostgreSQL at TEST_POSTGRES_URL)");
   }
+  if (wants("guard")) await guardBench(say);
 } finally {
   await database?.drop();
 }
