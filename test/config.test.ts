@@ -31,6 +31,12 @@ describe("configuration", () => {
     });
     expect(config.jwt).toBeUndefined();
     expect(config.tls).toBeUndefined();
+    expect(config.routesFile).toBeUndefined();
+  });
+
+  it("reads AUTHZ_ROUTES_FILE as a path (the file itself is read and checked at start)", () => {
+    expect(loadConfig({ AUTHZ_ROUTES_FILE: " deploy/routes.yaml " }).routesFile).toBe("deploy/routes.yaml");
+    expect(loadConfig({ AUTHZ_ROUTES_FILE: "" }).routesFile).toBeUndefined();
   });
 
   it("reads every variable", () => {

@@ -674,6 +674,7 @@ describe("callers and credentials, SQLite file", () => {
         run(BUF, ["curl", "--protocol", "grpc", "--http2-prior-knowledge", ...args], { timeout: 20_000 });
       const { stdout } = await curl("--list-services", `http://${t.grpcTarget}`);
       expect(stdout.trim().split("\n").sort()).toEqual([
+        "envoy.service.auth.v3.Authorization",
         "flip.authz.v1.AuthzService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
