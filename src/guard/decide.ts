@@ -37,44 +37,39 @@ export interface RouteGuardOptions {
   onError(error: unknown): void;
 }
 
+/** Never rejects: anything unexpected is an `error` decision (fail closed), told to `onError`. */
 export type RouteGuard = (request: GuardRequest) => Promise<Decision>;
 
 const NO_ROUTE = "no route allows this request";
-export const UNDECIDED = "the request could not be authorized now";
+const NOT_HELD = "the user does not hold the permission this route needs";
+const UNDECIDED = "the request could not be authorized now";
 
 export function createRouteGuard(options: RouteGuardOptions): RouteGuard {
   const { routes, verifyUser, holds, onError } = options;
   return async (request) => {
-    const path = parseRequestPath(request.path);
-    if (!path.ok) return { kind: "deny", route: "none", userId: "", message: path.reason };
-    const route = routes.match(request.method, path.segments);
-    if (route === undefined) return { kind: "deny", route: "none", userId: "", message: NO_ROUTE };
-    const access = route.access;
-    if (access.kind === "public") return { kind: "allow", route: route.path, userId: "", message: "" };
-    let userId: string;
+    let route = "none";
     try {
-      userId = await verifyUser(request.authorization);
-    } catch (error) {
-      if (error instanceof UnauthenticatedError) {
-        return { kind: "unauthenticated", route: route.path, userId: "", message: error.message };
+      const path = parseRequestPath(request.path);
+      if (!path.ok) return { kind: "deny", route, userId: "", message: path.reason };
+      const matched = routes.match(request.method, path.segments);
+      if (matched === undefined) return { kind: "deny", route, userId: "", message: NO_ROUTE };
+      route = matched.path;
+      const access = matched.access;
+      if (access.kind === "public") return { kind: "allow", route, userId: "", message: "" };
+      let userId: string;
+      try {
+        userId = await verifyUser(request.authorization);
+      } catch (error) {
+        if (!(error instanceof UnauthenticatedError)) throw error;
+        return { kind: "unauthenticated", route, userId: "", message: error.message };
       }
-      onError(error);
-      return { kind: "error", route: route.path, userId: "", message: UNDECIDED };
-    }
-    if (access.kind === "authenticated") return { kind: "allow", route: route.path, userId, message: "" };
-    try {
-      if (await holds(userId, access.permission)) {
-        return { kind: "allow", route: route.path, userId, message: "" };
+      if (access.kind === "authenticated" || (await holds(userId, access.permission))) {
+        return { kind: "allow", route, userId, message: "" };
       }
+      return { kind: "deny", route, userId: "", message: NOT_HELD };
     } catch (error) {
       onError(error);
-      return { kind: "error", route: route.path, userId: "", message: UNDECIDED };
+      return { kind: "error", route, userId: "", message: UNDECIDED };
     }
-    return {
-      kind: "deny",
-      route: route.path,
-      userId: "",
-      message: "the user does not hold the permission this route needs",
-    };
   };
 }

@@ -16,12 +16,10 @@ import {
   CheckResponseSchema,
 } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.ts";
-import { type Decision, type GuardRequest, type RouteGuard, UNDECIDED } from "../guard/decide.ts";
+import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
-import type { ServerLogger } from "./outcome.ts";
 
 export interface ExtAuthzOptions {
-  logger: ServerLogger;
   /**
    * Called with every decision, e.g. RpcMetrics.decision: the one metric of Check, which is not counted
    * among the RPCs (a latency histogram per call cost a measurable share of its throughput).
@@ -34,7 +32,7 @@ const METHOD_NAME = `${Authorization.typeName}/${CHECK.name}`;
 const PARSE = { readUnknownFields: false };
 
 /** The original request in a CheckRequest, or undefined when it does not describe an HTTP request. */
-export function guardRequestOf(check: CheckRequest): GuardRequest | undefined {
+function guardRequestOf(check: CheckRequest): GuardRequest | undefined {
   const http = check.attributes?.request?.http;
   if (http === undefined) return undefined;
   let authorization: string | undefined;
@@ -92,7 +90,7 @@ function allowUser(userId: string): Buffer {
 }
 
 /** The CheckResponse carrying `decision`, encoded. */
-export function checkResponseOf(decision: Decision): Buffer {
+function checkResponseOf(decision: Decision): Buffer {
   if (decision.kind === "allow") return decision.userId === "" ? ALLOW_PUBLIC : allowUser(decision.userId);
   const unauthenticated = decision.kind === "unauthenticated";
   const headers = [header("content-type", "application/json")];
@@ -154,13 +152,7 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
       return answer(callback, MALFORMED);
     }
     if (request === undefined) return answer(callback, NOT_HTTP);
-    guard(request).then(
-      (decision) => answer(callback, decision),
-      (error: unknown) => {
-        options.logger.error({ err: error, method: METHOD_NAME }, "unexpected error in a route decision");
-        answer(callback, { kind: "error", route: "none", userId: "", message: UNDECIDED });
-      },
-    );
+    void guard(request).then((decision) => answer(callback, decision));
   };
   server.addService(definition, { [CHECK.name]: check });
 }

@@ -5,12 +5,11 @@
 // 200 allows (X-Flip-User-Id), 401/403 deny with a JSON body, 503 when the decision cannot be made.
 
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
-import { type Decision, type GuardRequest, type RouteGuard, UNDECIDED } from "../guard/decide.ts";
+import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
-import type { ServerLogger } from "./outcome.ts";
 
-export const FORWARD_AUTH_PATH = "/forward-auth";
-export const EXT_AUTHZ_PREFIX = "/ext-authz";
+const FORWARD_AUTH_PATH = "/forward-auth";
+const EXT_AUTHZ_PREFIX = "/ext-authz";
 
 /** Whether `path` (the request's path, query cut) is /forward-auth or /ext-authz[/…]. */
 export function isForwardAuthPath(path: string): boolean {
@@ -67,7 +66,6 @@ function answer(response: ServerResponse, decision: Decision, envoy: boolean): v
 export function createForwardAuthHandler(
   guard: RouteGuard,
   onDecision: (decision: Decision) => void,
-  logger: ServerLogger,
 ): ForwardAuthHandler {
   return (request, response, path) => {
     const envoy = path !== FORWARD_AUTH_PATH;
@@ -80,15 +78,11 @@ export function createForwardAuthHandler(
       : forwarded(request);
     // A body (Envoy and nginx send none, others may) is not read: drain it so keep-alive goes on.
     request.resume();
-    const decided = "kind" in original ? Promise.resolve(original) : guard(original);
-    decided
-      .catch((error: unknown): Decision => {
-        logger.error({ err: error, path }, "unexpected error in a route decision");
-        return { kind: "error", route: "none", userId: "", message: UNDECIDED };
-      })
-      .then((decision) => {
-        onDecision(decision);
-        if (!response.headersSent && !response.destroyed) answer(response, decision, envoy);
-      });
+    const respond = (decision: Decision) => {
+      onDecision(decision);
+      if (!response.headersSent && !response.destroyed) answer(response, decision, envoy);
+    };
+    if ("kind" in original) respond(original);
+    else void guard(original).then(respond);
   };
 }

@@ -97,7 +97,7 @@ export async function startServers<S extends DescService>(
   });
   addHealthService(grpcServer, health, common);
   const guard = options.guard;
-  if (guard) addExtAuthzService(grpcServer, guard, { ...common, onDecision: metrics.decision });
+  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision });
   addReflectionService(
     grpcServer,
     [options.service, Health, ...(guard ? [Authorization] : []), ...REFLECTION_SERVICES],
@@ -116,7 +116,7 @@ export async function startServers<S extends DescService>(
     tls: options.http.tls,
     browserPolicy: options.http.browserPolicy,
     changesState: options.http.changesState,
-    ...(guard && { forwardAuth: createForwardAuthHandler(guard, metrics.decision, logger) }),
+    ...(guard && { forwardAuth: createForwardAuthHandler(guard, metrics.decision) }),
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });
