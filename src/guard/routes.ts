@@ -33,10 +33,8 @@ export interface RouteTable {
 
 /** A route file that cannot be used; the message names the file, where in it (`routes[2].path`) and why. */
 export class RouteTableError extends Error {
-  readonly where: string;
   constructor(source: string, where: string, problem: string) {
     super(`${source}: ${where === "" ? "" : `${where}: `}${problem}`);
-    this.where = where;
   }
 }
 
