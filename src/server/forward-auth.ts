@@ -19,29 +19,47 @@ export function isForwardAuthPath(path: string): boolean {
 /** Answers a request whose path isForwardAuthPath. */
 export type ForwardAuthHandler = (request: IncomingMessage, response: ServerResponse, path: string) => void;
 
-/** The one value of a header, or undefined when it is absent or sent more than once (ambiguous). */
-function single(request: IncomingMessage, name: string): string | undefined {
-  const values = request.headersDistinct[name];
-  return values?.length === 1 ? values[0] : undefined;
+/** The values of the headers a forward-auth call reads, each as often as it was sent. */
+interface Sent {
+  method: string[];
+  uri: string[];
+  authorization: string[];
+}
+
+/** One pass over the raw headers (cheaper than node's headersDistinct, which copies every header). */
+function sentHeaders(request: IncomingMessage): Sent {
+  const sent: Sent = { method: [], uri: [], authorization: [] };
+  const raw = request.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string;
+    // Only names of these lengths can match: most headers are skipped without lower-casing them.
+    if (name.length === 13 && name.toLowerCase() === "authorization")
+      sent.authorization.push(raw[i + 1] as string);
+    else if (name.length === 18 && name.toLowerCase() === "x-forwarded-method")
+      sent.method.push(raw[i + 1] as string);
+    else if (name.length === 15 && name.toLowerCase() === "x-forwarded-uri")
+      sent.uri.push(raw[i + 1] as string);
+  }
+  return sent;
 }
 
 /** Repeated credentials become one malformed value (refused), never a choice between them. */
-function authorizationOf(request: IncomingMessage): string | undefined {
-  return request.headersDistinct.authorization?.join(", ");
+function authorizationOf(sent: Sent): string | undefined {
+  return sent.authorization.length === 0 ? undefined : sent.authorization.join(", ");
 }
 
 function refusal(message: string): Decision {
   return { kind: "deny", route: "none", userId: "", message };
 }
 
-/** The original request a /forward-auth call describes, or the denial when it does not. */
-function forwarded(request: IncomingMessage): GuardRequest | Decision {
-  const method = single(request, "x-forwarded-method");
-  const uri = single(request, "x-forwarded-uri");
-  if (method === undefined || uri === undefined) {
+/** The original request a /forward-auth call describes, or the denial when it does not (a header missing or repeated). */
+function forwarded(sent: Sent): GuardRequest | Decision {
+  const [method] = sent.method;
+  const [uri] = sent.uri;
+  if (method === undefined || uri === undefined || sent.method.length > 1 || sent.uri.length > 1) {
     return refusal("X-Forwarded-Method and X-Forwarded-Uri are required, once each");
   }
-  return { method, path: uri, authorization: authorizationOf(request) };
+  return { method, path: uri, authorization: authorizationOf(sent) };
 }
 
 function answer(response: ServerResponse, decision: Decision, envoy: boolean): void {
@@ -69,15 +87,15 @@ export function createForwardAuthHandler(
 ): ForwardAuthHandler {
   return (request, response, path) => {
     const envoy = path !== FORWARD_AUTH_PATH;
+    const sent = sentHeaders(request);
+    // A body (Envoy and nginx send none) is never read: node discards it once the answer is sent.
     const original: GuardRequest | Decision = envoy
       ? {
           method: request.method ?? "",
           path: (request.url ?? "").slice(EXT_AUTHZ_PREFIX.length),
-          authorization: authorizationOf(request),
+          authorization: authorizationOf(sent),
         }
-      : forwarded(request);
-    // A body (Envoy and nginx send none, others may) is not read: drain it so keep-alive goes on.
-    request.resume();
+      : forwarded(sent);
     const respond = (decision: Decision) => {
       onDecision(decision);
       if (!response.headersSent && !response.destroyed) answer(response, decision, envoy);
