@@ -7,7 +7,7 @@ import { WRITE_METHODS } from "./auth/rules.ts";
 import { Authz } from "./authz/authz.ts";
 import { CachedReader } from "./authz/cached-reader.ts";
 import { ChangeHub } from "./authz/change-hub.ts";
-import { CACHED, createDatabaseReader } from "./authz/reader.ts";
+import { CACHED, createDirectReader } from "./authz/reader.ts";
 import type { Store } from "./authz/store.ts";
 import { type Config, ConfigError, redactDatabase } from "./config.ts";
 import { createRouteGuard } from "./guard/decide.ts";
@@ -90,7 +90,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
 
   const store = await openStore(config.database, { migrate: config.migrateOnStart, logger });
   const hub = new ChangeHub(store);
-  const reader = new CachedReader(store, createDatabaseReader(store), {
+  const reader = new CachedReader(store, createDirectReader(store), {
     userCacheSize: config.userCacheSize,
     onError: (error, context) => logger.warn({ err: error }, context),
   });

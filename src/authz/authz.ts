@@ -1,12 +1,14 @@
 // The domain operations behind every RPC: validate the request (errors name the field), resolve
 // references, read through the reader (cached or not), write through the store. No gRPC, no ORM here.
+// AuthzQueries needs only a reader, so a follower (which keeps no database) runs it too; Authz adds what
+// needs the store: writes, the audit log and the change log.
 
 import type { ChangeHub } from "./change-hub.ts";
 import { InvalidArgumentError, NotFoundError } from "./errors.ts";
 import { parseUuid } from "./ids.ts";
 import { CACHED, type Consistency, FULL, type Reader } from "./reader.ts";
 import { formatRevision, parseRevision } from "./revision.ts";
-import type { IndexedRole } from "./role-index.ts";
+import type { IndexedRole, RoleIndex } from "./role-index.ts";
 import type {
   AuditCursor,
   AuditEvent,
@@ -14,6 +16,7 @@ import type {
   ChangeKind,
   PermissionRecord,
   ProfileRecord,
+  Revision,
   RoleName,
   RoleWriteResult,
   Store,
@@ -48,6 +51,12 @@ export interface Profile {
   updatedAt?: Date;
 }
 
+export interface ProfileOutput {
+  profile: Profile;
+  /** read_at, or written_at after a write. */
+  revision: string;
+}
+
 export interface RoleOutput {
   id: string;
   name: string;
@@ -66,11 +75,14 @@ export interface ChangeOutput {
   userId: string;
 }
 
-export interface AuthzOptions {
-  store: Store;
+export interface AuthzQueriesOptions {
   reader: Reader;
-  hub: ChangeHub;
   maxBatch: number;
+}
+
+export interface AuthzOptions extends AuthzQueriesOptions {
+  store: Store;
+  hub: ChangeHub;
 }
 
 export const MAX_TEXT_LENGTH = 255;
@@ -93,10 +105,28 @@ function required(value: string, field: string): string {
   return value;
 }
 
-function consistencyOf(input: CheckInput, prefix: string): Consistency {
-  const atLeast = parseRevision(input.atLeastAsFresh, `${prefix}at_least_as_fresh`);
-  if (input.fullyConsistent) return FULL;
+/** What a read asked with `at_least_as_fresh` (named `field` in errors) must reflect. */
+function freshness(atLeastAsFresh: string, field: string): Consistency {
+  const atLeast = parseRevision(atLeastAsFresh, field);
   return atLeast === undefined ? CACHED : { kind: "fresh", atLeast };
+}
+
+function consistencyOf(input: CheckInput, prefix: string): Consistency {
+  const consistency = freshness(input.atLeastAsFresh, `${prefix}at_least_as_fresh`);
+  return input.fullyConsistent ? FULL : consistency;
+}
+
+/**
+ * A read that reflects less than the revision asked for has read everything committed (the cached reader
+ * only answers from memory when it has applied that much): the revision has not been written (yet).
+ */
+function assertWritten(consistency: Consistency, revision: Revision, field: string): void {
+  if (consistency.kind === "fresh" && revision < consistency.atLeast) {
+    throw new InvalidArgumentError(
+      field,
+      `revision ${consistency.atLeast} has not been written (the latest is ${revision})`,
+    );
+  }
 }
 
 /** A check request, validated; `prefix` names its place in a batch (`checks[3].`) for later errors. */
@@ -143,16 +173,13 @@ function decodeCursor(token: string): AuditCursor | undefined {
   throw new InvalidArgumentError("page_token", "is not a token from this listing");
 }
 
-export class Authz {
-  readonly #store: Store;
-  readonly #reader: Reader;
-  readonly #hub: ChangeHub;
+/** The reads: checks, profiles, roles and permissions, answered through the reader. */
+export class AuthzQueries {
+  protected readonly reader: Reader;
   readonly maxBatch: number;
 
-  constructor(options: AuthzOptions) {
-    this.#store = options.store;
-    this.#reader = options.reader;
-    this.#hub = options.hub;
+  constructor(options: AuthzQueriesOptions) {
+    this.reader = options.reader;
     this.maxBatch = options.maxBatch;
   }
 
@@ -173,14 +200,8 @@ export class Authz {
   }
 
   async #check({ userId, permissionRef, consistency, prefix }: CheckQuery): Promise<CheckOutput> {
-    const view = await this.#reader.user(userId, consistency);
-    if (consistency.kind === "fresh" && view.revision < consistency.atLeast) {
-      // Revisions commit in order and this read saw every committed one: R has not been written (yet).
-      throw new InvalidArgumentError(
-        `${prefix}at_least_as_fresh`,
-        `revision ${consistency.atLeast} has not been written (the latest is ${view.revision})`,
-      );
-    }
+    const view = await this.reader.user(userId, consistency);
+    assertWritten(consistency, view.revision, `${prefix}at_least_as_fresh`);
     const permission = view.index.resolvePermission(permissionRef);
     if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${quote(permissionRef)}`);
     const grantedBy = view.index.grantedBy(view.roles, permission.id);
@@ -189,9 +210,61 @@ export class Authz {
 
   /** Whether the user holds the permission: how callers' own rights are decided. */
   async holds(userId: string, permissionName: string, consistency: Consistency = CACHED): Promise<boolean> {
-    const view = await this.#reader.user(userId, consistency);
+    const view = await this.reader.user(userId, consistency);
     const permission = view.index.resolvePermission(permissionName);
     return permission !== undefined && view.index.grantedBy(view.roles, permission.id).length > 0;
+  }
+
+  /** Name, organisation, roles and effective permissions, with the revision they reflect (read_at). */
+  async getProfile(userIdInput: string, atLeastAsFresh = ""): Promise<ProfileOutput> {
+    const userId = parseUuid(userIdInput, "user_id");
+    const consistency = freshness(atLeastAsFresh, "at_least_as_fresh");
+    const [{ profile, revision: profileRevision }, view] = await Promise.all([
+      this.reader.profile(userId, consistency),
+      this.reader.user(userId, consistency),
+    ]);
+    const revision = Math.min(profileRevision, view.revision);
+    assertWritten(consistency, revision, "at_least_as_fresh");
+    if (!profile && view.roles.length === 0) throw new NotFoundError(`user_id: no user ${userId}`);
+    return {
+      profile: profileOf(userId, profile, view.roles, view.index.effectivePermissions(view.roles)),
+      revision: formatRevision(revision),
+    };
+  }
+
+  async listRoles(atLeastAsFresh = ""): Promise<{ roles: RoleOutput[]; readAt: string }> {
+    const { index, revision } = await this.#catalog(atLeastAsFresh);
+    const roles = index.roles.map((role) => ({
+      id: role.id,
+      name: role.name,
+      description: role.description,
+      permissions: role.permissionNames,
+    }));
+    return { roles, readAt: revision };
+  }
+
+  async listPermissions(atLeastAsFresh = ""): Promise<{ permissions: PermissionRecord[]; readAt: string }> {
+    const { index, revision } = await this.#catalog(atLeastAsFresh);
+    return { permissions: index.permissions, readAt: revision };
+  }
+
+  async #catalog(atLeastAsFresh: string): Promise<{ index: RoleIndex; revision: string }> {
+    const consistency = freshness(atLeastAsFresh, "at_least_as_fresh");
+    const view = await this.reader.catalog(consistency);
+    assertWritten(consistency, view.revision, "at_least_as_fresh");
+    return { index: view.index, revision: formatRevision(view.revision) };
+  }
+}
+
+/** AuthzQueries plus what needs the store: role and profile writes, the audit log, the change log. */
+export class Authz extends AuthzQueries {
+  readonly #store: Store;
+  readonly #hub: ChangeHub;
+
+  constructor(options: AuthzOptions) {
+    super(options);
+    this.#store = options.store;
+    this.#hub = options.hub;
   }
 
   async assignRole(userIdInput: string, roleRef: string, actorId: string): Promise<RolesOutput> {
@@ -218,21 +291,12 @@ export class Authz {
     return this.#afterRoleWrite(userId, await this.#store.setUserRoles(userId, roleIds, actorId));
   }
 
-  async getProfile(userIdInput: string): Promise<Profile> {
-    const userId = parseUuid(userIdInput, "user_id");
-    const [record, view] = await Promise.all([
-      this.#store.getProfile(userId),
-      this.#reader.user(userId, CACHED),
-    ]);
-    if (!record && view.roles.length === 0) throw new NotFoundError(`user_id: no user ${userId}`);
-    return this.#profile(userId, record, view.roles, view.index.effectivePermissions(view.roles));
-  }
-
+  /** Upserts the profile; `revision` is written_at. */
   async updateProfile(
     userIdInput: string,
     patch: { name?: string | undefined; organisation?: string | undefined },
     actorId: string,
-  ): Promise<Profile> {
+  ): Promise<ProfileOutput> {
     const userId = parseUuid(userIdInput, "user_id");
     const name = text(patch.name, "name");
     const organisation = text(patch.organisation, "organisation");
@@ -244,23 +308,12 @@ export class Authz {
       { ...(name !== undefined && { name }), ...(organisation !== undefined && { organisation }) },
       actorId,
     );
-    const view = await this.#reader.user(userId, CACHED);
-    return this.#profile(userId, result.profile, view.roles, view.index.effectivePermissions(view.roles));
-  }
-
-  async listRoles(): Promise<RoleOutput[]> {
-    const { index } = await this.#reader.catalog(CACHED);
-    return index.roles.map((role) => ({
-      id: role.id,
-      name: role.name,
-      description: role.description,
-      permissions: role.permissionNames,
-    }));
-  }
-
-  async listPermissions(): Promise<PermissionRecord[]> {
-    const { index } = await this.#reader.catalog(CACHED);
-    return index.permissions;
+    if (result.changed) this.reader.invalidateUser(userId);
+    const view = await this.reader.user(userId, CACHED);
+    return {
+      profile: profileOf(userId, result.profile, view.roles, view.index.effectivePermissions(view.roles)),
+      revision: formatRevision(result.revision),
+    };
   }
 
   async listAuditEvents(input: {
@@ -372,7 +425,7 @@ export class Authz {
 
   async #resolveRole(ref: string, field: string): Promise<RoleName> {
     // The cached map first; the database knows roles created since it was loaded.
-    const { index } = await this.#reader.catalog(CACHED);
+    const { index } = await this.reader.catalog(CACHED);
     const cached = index.resolveRole(ref);
     if (cached) return cached;
     const stored = await this.#store.resolveRole(ref);
@@ -381,31 +434,31 @@ export class Authz {
   }
 
   #afterRoleWrite(userId: string, result: RoleWriteResult): RolesOutput {
-    if (result.changed) this.#reader.invalidateUser(userId);
+    if (result.changed) this.reader.invalidateUser(userId);
     return {
       changed: result.changed,
       roles: result.roles.map((role) => role.name),
       writtenAt: formatRevision(result.revision),
     };
   }
+}
 
-  #profile(
-    userId: string,
-    record: ProfileRecord | null,
-    roles: IndexedRole[],
-    permissions: string[],
-  ): Profile {
-    const profile: Profile = {
-      userId,
-      name: record?.name ?? "",
-      organisation: record?.organisation ?? "",
-      roles: roles.map((role) => role.name),
-      permissions,
-    };
-    if (record) {
-      profile.createdAt = record.createdAt;
-      profile.updatedAt = record.updatedAt;
-    }
-    return profile;
+function profileOf(
+  userId: string,
+  record: ProfileRecord | null,
+  roles: IndexedRole[],
+  permissions: string[],
+): Profile {
+  const profile: Profile = {
+    userId,
+    name: record?.name ?? "",
+    organisation: record?.organisation ?? "",
+    roles: roles.map((role) => role.name),
+    permissions,
+  };
+  if (record) {
+    profile.createdAt = record.createdAt;
+    profile.updatedAt = record.updatedAt;
   }
+  return profile;
 }

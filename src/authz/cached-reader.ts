@@ -1,17 +1,17 @@
-// The cached reader: the role→permission map fully in memory and a user→roles LRU (negative entries too,
-// so a user with no roles costs no round trip either). Invalidation is driven by the store's change feed,
-// so writes by other replicas, the CLI or plain SQL are seen; while the feed is down, every read goes to
-// the database rather than risk a stale answer.
+// The cached reader: the role→permission map fully in memory, and user→roles and user→profile LRUs
+// (negative entries too, so a user with no roles costs no round trip either). Invalidation is driven by the
+// change feed, so writes by other replicas, the CLI or plain SQL are seen; while the feed is down, every
+// read goes to the source (the database, or a follower's upstream) rather than risk a stale answer.
 
 import type { ChangeHub } from "./change-hub.ts";
-import { Lru } from "./lru.ts";
-import type { CatalogView, Consistency, Reader, UserView } from "./reader.ts";
+import type { CatalogView, Consistency, ProfileView, Reader, UserView } from "./reader.ts";
 import { RoleIndex } from "./role-index.ts";
-import type { Catalog, Change, Revision, Store } from "./store.ts";
+import type { Catalog, Change, ProfileRecord, ReadSource, Revision } from "./store.ts";
+import { UserCache } from "./user-cache.ts";
 
 export interface CachedReaderOptions {
   userCacheSize: number;
-  /** How long a read with an unmet at_least_as_fresh waits for the feed before asking the database. */
+  /** How long a read with an unmet at_least_as_fresh waits for the feed before asking the source. */
   freshnessWaitMs?: number;
   onError?: (error: unknown, context: string) => void;
 }
@@ -23,17 +23,12 @@ export interface CacheStats {
   catalogReloads: number;
 }
 
-interface Inflight {
-  promise: Promise<string[]>;
-  stale: boolean;
-}
-
 export class CachedReader implements Reader {
   readonly stats: CacheStats = { hits: 0, misses: 0, databaseReads: 0, catalogReloads: 0 };
-  readonly #store: Store;
+  readonly #source: ReadSource;
   readonly #inner: Reader;
-  readonly #users: Lru<string, string[]>;
-  readonly #inflight = new Map<string, Inflight>();
+  readonly #roles: UserCache<string[]>;
+  readonly #profiles: UserCache<ProfileRecord | null>;
   readonly #freshnessWaitMs: number;
   readonly #onError: (error: unknown, context: string) => void;
   #index: RoleIndex | undefined;
@@ -56,10 +51,11 @@ export class CachedReader implements Reader {
   #detach: (() => void) | undefined;
   #listeners = new Set<(live: boolean) => void>();
 
-  constructor(store: Store, inner: Reader, options: CachedReaderOptions) {
-    this.#store = store;
+  constructor(source: ReadSource, inner: Reader, options: CachedReaderOptions) {
+    this.#source = source;
     this.#inner = inner;
-    this.#users = new Lru(options.userCacheSize);
+    this.#roles = new UserCache(options.userCacheSize);
+    this.#profiles = new UserCache(options.userCacheSize);
     this.#freshnessWaitMs = options.freshnessWaitMs ?? 100;
     this.#onError = options.onError ?? (() => {});
   }
@@ -74,7 +70,7 @@ export class CachedReader implements Reader {
       onInterrupted: (error) => this.#onInterrupted(error),
       onResumed: () => this.#onResumed(),
     });
-    const catalog = await this.#store.loadCatalog();
+    const catalog = await this.#source.loadCatalog();
     // A change delivered meanwhile may have reloaded a newer map already: keep that one.
     this.#adopt(catalog);
     if (catalog.revision > this.#applied) this.#applied = catalog.revision;
@@ -105,7 +101,7 @@ export class CachedReader implements Reader {
   }
 
   get cachedUsers(): number {
-    return this.#users.size;
+    return this.#roles.size;
   }
 
   /** Called with the new state whenever `live` changes. */
@@ -114,17 +110,10 @@ export class CachedReader implements Reader {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Drops what this process knows of a user's roles (after its own write, before the feed says so). */
+  /** Drops what this process knows of a user (after its own write, before the feed says so). */
   invalidateUser(userId: string): void {
-    this.#users.delete(userId);
-    const inflight = this.#inflight.get(userId);
-    if (inflight) inflight.stale = true;
-  }
-
-  /** Every user's roles changed at once (a TRUNCATE of user_role). */
-  #invalidateAllUsers(): void {
-    this.#users.clear();
-    for (const inflight of this.#inflight.values()) inflight.stale = true;
+    this.#roles.invalidate(userId);
+    this.#profiles.invalidate(userId);
   }
 
   async catalog(consistency: Consistency): Promise<CatalogView> {
@@ -132,7 +121,9 @@ export class CachedReader implements Reader {
       this.stats.databaseReads++;
       return this.#inner.catalog(consistency);
     }
-    return { index: this.#index, revision: this.#applied };
+    // A map loaded at revision R is the catalog as of R, and no catalog change lies between R and what is
+    // applied (applying one waits for its reload): either revision is one the map reflects, the later one best.
+    return { index: this.#index, revision: Math.max(this.#applied, this.#indexRevision) };
   }
 
   async user(userId: string, consistency: Consistency): Promise<UserView> {
@@ -141,17 +132,42 @@ export class CachedReader implements Reader {
       return this.#inner.user(userId, consistency);
     }
     const revision = this.#applied;
-    let roleIds = this.#users.get(userId);
+    let roleIds = this.#roles.get(userId);
     if (roleIds === undefined) {
       this.stats.misses++;
-      roleIds = await this.#load(userId);
-      // The load may have straddled a feed interruption: only the database's answer is safe then.
+      roleIds = await this.#roles.load(
+        userId,
+        async () => (await this.#source.userRoles(userId, atLeast(revision))).roleIds,
+        () => this.#live,
+      );
+      // The load may have straddled a feed interruption: only the source's own answer is safe then.
       if (!this.#live) return this.#inner.user(userId, consistency);
     } else {
       this.stats.hits++;
     }
     const index = this.#index;
     return { index, roles: index.rolesOf(roleIds), revision };
+  }
+
+  async profile(userId: string, consistency: Consistency): Promise<ProfileView> {
+    if (!(await this.#mayServe(consistency))) {
+      this.stats.databaseReads++;
+      return this.#inner.profile(userId, consistency);
+    }
+    const revision = this.#applied;
+    let profile = this.#profiles.get(userId);
+    if (profile === undefined) {
+      this.stats.misses++;
+      profile = await this.#profiles.load(
+        userId,
+        async () => (await this.#source.getProfile(userId, atLeast(revision))).profile,
+        () => this.#live,
+      );
+      if (!this.#live) return this.#inner.profile(userId, consistency);
+    } else {
+      this.stats.hits++;
+    }
+    return { profile, revision };
   }
 
   /** Serves from memory when the consistency allows it, waiting briefly for an unmet revision. */
@@ -177,40 +193,15 @@ export class CachedReader implements Reader {
     });
   }
 
-  /** One database read per user at a time; its answer is cached unless a change overtook it. */
-  #load(userId: string): Promise<string[]> {
-    // A read that a change overtook may predate it: a later caller (maybe with at_least_as_fresh past that
-    // change) must not share its answer, only start its own.
-    const existing = this.#inflight.get(userId);
-    if (existing && !existing.stale) return existing.promise;
-    const settle = () => {
-      if (this.#inflight.get(userId) === inflight) this.#inflight.delete(userId);
-    };
-    const inflight: Inflight = {
-      stale: false,
-      promise: this.#store.userRoles(userId).then(
-        (result) => {
-          settle();
-          if (!inflight.stale && this.#live) this.#users.set(userId, result.roleIds);
-          return result.roleIds;
-        },
-        (error: unknown) => {
-          settle();
-          throw error;
-        },
-      ),
-    };
-    this.#inflight.set(userId, inflight);
-    return inflight.promise;
-  }
-
   #onChanges(changes: Change[]): void {
     // User invalidations take effect at once; the revision counts as applied only once a needed
-    // catalog reload has finished, in order.
+    // catalog reload has finished, in order. A null user is every user at once (a TRUNCATE).
     for (const change of changes) {
-      if (change.kind !== "user_roles") continue;
-      if (change.userId !== null) this.invalidateUser(change.userId);
-      else this.#invalidateAllUsers();
+      const cache =
+        change.kind === "user_roles" ? this.#roles : change.kind === "profile" ? this.#profiles : null;
+      if (cache === null) continue;
+      if (change.userId !== null) cache.invalidate(change.userId);
+      else cache.clear();
     }
     this.#pending.push(...changes);
     this.#drain();
@@ -248,7 +239,7 @@ export class CachedReader implements Reader {
 
   async #reloadCatalog(): Promise<boolean> {
     try {
-      const catalog = await this.#store.loadCatalog();
+      const catalog = await this.#source.loadCatalog();
       this.stats.catalogReloads++;
       this.#adopt(catalog);
       return true;
@@ -276,11 +267,16 @@ export class CachedReader implements Reader {
   }
 
   #onInterrupted(error: Error): void {
-    this.#onError(error, "change feed interrupted; answering from the database until it resumes");
+    this.#onError(error, "change feed interrupted; answering from the source until it resumes");
     this.#feedEpoch++;
     this.#feedUp = false;
     this.#updateLive();
-    this.#invalidateAllUsers();
+    this.#forgetUsers();
+  }
+
+  #forgetUsers(): void {
+    this.#roles.clear();
+    this.#profiles.clear();
   }
 
   #onResumed(): void {
@@ -288,7 +284,7 @@ export class CachedReader implements Reader {
     // An interruption that comes while this runs cancels it: only a later resume may go live again.
     const epoch = ++this.#feedEpoch;
     void (async () => {
-      this.#users.clear();
+      this.#forgetUsers();
       while (!this.#closed && epoch === this.#feedEpoch && !(await this.#reloadCatalog())) {
         await new Promise((resolve) => setTimeout(resolve, 250));
       }
@@ -305,4 +301,9 @@ export class CachedReader implements Reader {
     this.#live = live;
     for (const listener of this.#listeners) listener(live);
   }
+}
+
+/** What a cache fill must reflect: at least what the caches already claim. */
+function atLeast(revision: Revision): Consistency {
+  return { kind: "fresh", atLeast: revision };
 }

@@ -1,22 +1,22 @@
-// One subscription to the store's change feed per process, fanned out to the cached reader and to every
-// WatchChanges stream, so a thousand watchers cost one LISTEN connection.
+// One subscription to the change feed per process (the store's, or a follower's upstream stream), fanned out
+// to the cached reader and to every WatchChanges stream, so a thousand watchers cost one LISTEN connection.
 
-import type { Change, ChangeListener, ChangeSubscription, Revision, Store } from "./store.ts";
+import type { Change, ChangeFeed, ChangeListener, ChangeSubscription, Revision } from "./store.ts";
 
 export class ChangeHub {
-  readonly #store: Store;
+  readonly #feed: ChangeFeed;
   readonly #listeners = new Set<ChangeListener>();
   #subscription: ChangeSubscription | undefined;
   #interrupted: Error | undefined;
 
-  constructor(store: Store) {
-    this.#store = store;
+  constructor(feed: ChangeFeed) {
+    this.#feed = feed;
   }
 
   /** Starts following every change committed from now on; returns the revision it starts after. */
   async start(): Promise<Revision> {
-    const after = await this.#store.currentRevision();
-    this.#subscription = await this.#store.subscribe(after, {
+    const after = await this.#feed.currentRevision();
+    this.#subscription = await this.#feed.subscribe(after, {
       onChanges: (changes: Change[]) => {
         for (const listener of this.#listeners) listener.onChanges(changes);
       },

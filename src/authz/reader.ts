@@ -1,14 +1,10 @@
-// How the domain reads roles and permissions. The database reader asks the store every time; the cached
-// reader (cached-reader.ts) wraps it behind the same interface and answers from memory when it may.
+// How the domain reads roles, permissions and profiles. The direct reader asks its source every time; the
+// cached reader (cached-reader.ts) wraps it behind the same interface and answers from memory when it may.
 
 import { type IndexedRole, RoleIndex } from "./role-index.ts";
-import type { Revision, Store } from "./store.ts";
+import type { Consistency, ProfileRecord, ReadSource, Revision } from "./store.ts";
 
-/**
- * What a read must reflect: `cached` may be a moment stale; `fresh` must reflect every change up to
- * `atLeast`; `full` reads the database.
- */
-export type Consistency = { kind: "cached" } | { kind: "fresh"; atLeast: Revision } | { kind: "full" };
+export type { Consistency } from "./store.ts";
 
 export const CACHED: Consistency = { kind: "cached" };
 export const FULL: Consistency = { kind: "full" };
@@ -24,22 +20,34 @@ export interface UserView extends CatalogView {
   roles: IndexedRole[];
 }
 
+export interface ProfileView {
+  /** The user's profile row; null when there is none. */
+  profile: ProfileRecord | null;
+  /** Every change up to this revision is reflected. */
+  revision: Revision;
+}
+
 export interface Reader {
   catalog(consistency: Consistency): Promise<CatalogView>;
   user(userId: string, consistency: Consistency): Promise<UserView>;
-  /** Forget what is known of a user's roles: this process has just changed them. */
+  profile(userId: string, consistency: Consistency): Promise<ProfileView>;
+  /** Forget what is known of a user's roles and profile: this process has just changed them. */
   invalidateUser(userId: string): void;
 }
 
-export function createDatabaseReader(store: Store): Reader {
-  const catalog = async (): Promise<CatalogView> => {
-    const loaded = await store.loadCatalog();
+/** A reader that asks `source` (the database, or an upstream flip-authz) for every read. */
+export function createDirectReader(source: ReadSource): Reader {
+  const catalog = async (consistency: Consistency): Promise<CatalogView> => {
+    const loaded = await source.loadCatalog(consistency);
     return { index: new RoleIndex(loaded), revision: loaded.revision };
   };
   return {
     catalog,
-    async user(userId) {
-      const [view, userRoles] = await Promise.all([catalog(), store.userRoles(userId)]);
+    async user(userId, consistency) {
+      const [view, userRoles] = await Promise.all([
+        catalog(consistency),
+        source.userRoles(userId, consistency),
+      ]);
       // Each read reflects everything up to its own revision; together, everything up to the smaller one.
       return {
         index: view.index,
@@ -47,6 +55,7 @@ export function createDatabaseReader(store: Store): Reader {
         revision: Math.min(view.revision, userRoles.revision),
       };
     },
+    profile: (userId, consistency) => source.getProfile(userId, consistency),
     invalidateUser() {},
   };
 }

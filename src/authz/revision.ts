@@ -12,7 +12,10 @@ export function formatRevision(revision: Revision): string {
 export function parseRevision(value: string, field: string): Revision | undefined {
   if (value === "") return undefined;
   if (!/^\d{1,15}$/.test(value)) {
-    throw new InvalidArgumentError(field, "must be a revision (from written_at, checked_at or WatchChanges)");
+    throw new InvalidArgumentError(
+      field,
+      "must be a revision (from written_at, read_at, checked_at or WatchChanges)",
+    );
   }
   return Number(value);
 }

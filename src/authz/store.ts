@@ -1,6 +1,8 @@
 // The storage the domain asks for. src/store/ implements it over MikroORM (PostgreSQL and SQLite);
 // the domain never sees SQL, the ORM or a driver error: the store turns those into domain errors
 // (connection lost → UnavailableError, a conflict that survives retries → AbortedError).
+// The caches need only a part of it, ReadSource and ChangeFeed: src/upstream/ implements those too, over
+// an upstream flip-authz, so a follower runs the same cached reader without a database.
 
 /**
  * A position in the change log: every committed change to roles, permissions, role assignments and
@@ -49,12 +51,24 @@ export interface RoleWriteResult {
   revision: Revision;
 }
 
+/**
+ * What a read must reflect: `cached` may be a moment stale; `fresh` must reflect every change up to
+ * `atLeast`; `full` must reflect every change committed before the read began (the database's latest).
+ */
+export type Consistency = { kind: "cached" } | { kind: "fresh"; atLeast: Revision } | { kind: "full" };
+
 export interface ProfileRecord {
   userId: string;
   name: string;
   organisation: string;
   createdAt: Date;
   updatedAt: Date;
+}
+
+/** A user's profile row (null when there is none), read in one snapshot with the revision it reflects. */
+export interface ProfileRead {
+  profile: ProfileRecord | null;
+  revision: Revision;
 }
 
 export interface ProfilePatch {
@@ -117,13 +131,28 @@ export interface ChangeListener {
   onResumed(): void;
 }
 
-export interface Store {
+/**
+ * Where the caches are filled from. Each read says which revision it reflects. `consistency` is what the
+ * read must reflect at least; the database's reads always reflect everything committed, so the store
+ * ignores it, while an upstream flip-authz is asked for that much.
+ */
+export interface ReadSource {
+  loadCatalog(consistency?: Consistency): Promise<Catalog>;
+  userRoles(userId: string, consistency?: Consistency): Promise<UserRoles>;
+  getProfile(userId: string, consistency?: Consistency): Promise<ProfileRead>;
+}
+
+/** Where the change hub hears of changes. */
+export interface ChangeFeed {
+  currentRevision(): Promise<Revision>;
+  /** Start delivering live changes with revision > `after`. */
+  subscribe(after: Revision, listener: ChangeListener): Promise<ChangeSubscription>;
+}
+
+export interface Store extends ReadSource, ChangeFeed {
   /** Role and permission references: a name (case-insensitive, exact case preferred) or a UUID. */
   resolveRole(ref: string): Promise<RoleName | null>;
   resolvePermission(ref: string): Promise<PermissionRecord | null>;
-
-  loadCatalog(): Promise<Catalog>;
-  userRoles(userId: string): Promise<UserRoles>;
 
   /**
    * Role writes, each in one transaction with its users_audit row (actions as in API.md). Throws
@@ -134,14 +163,12 @@ export interface Store {
   revokeRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult>;
   setUserRoles(userId: string, roleIds: string[], actorId: string): Promise<RoleWriteResult>;
 
-  getProfile(userId: string): Promise<ProfileRecord | null>;
   /** Upsert; missing fields of a new profile are empty strings; audited only when something changed. */
   updateProfile(userId: string, patch: ProfilePatch, actorId: string): Promise<ProfileWriteResult>;
 
   /** Newest first (timestamp, then id, descending), optionally for one user. */
   listAudit(options: { userId?: string; limit: number; before?: AuditCursor }): Promise<AuditPage>;
 
-  currentRevision(): Promise<Revision>;
   /** The oldest revision still in the change log (0 when it is empty); rises as `pruneChanges` deletes. */
   oldestRevision(): Promise<Revision>;
   /** Changes with revision > `after`, in order, at most `limit`. */
@@ -153,8 +180,6 @@ export interface Store {
    * Idempotent and safe to run from several processes at once. Resolves to how many entries it deleted.
    */
   pruneChanges(before: Date): Promise<number>;
-  /** Start delivering live changes with revision > `after`. */
-  subscribe(after: Revision, listener: ChangeListener): Promise<ChangeSubscription>;
 
   /** Resolves when the database answers. */
   ping(): Promise<void>;

@@ -3,7 +3,7 @@
 import { Authz } from "../authz/authz.ts";
 import { ChangeHub } from "../authz/change-hub.ts";
 import { UnavailableError } from "../authz/errors.ts";
-import { createDatabaseReader } from "../authz/reader.ts";
+import { createDirectReader } from "../authz/reader.ts";
 import type { Store } from "../authz/store.ts";
 import { type Config, redactDatabase } from "../config.ts";
 import { type Logger, migrate, openStore } from "../store/index.ts";
@@ -41,7 +41,7 @@ async function withStore<T>(config: Config, fn: (authz: Authz) => Promise<T>): P
   try {
     const authz = new Authz({
       store,
-      reader: createDatabaseReader(store),
+      reader: createDirectReader(store),
       hub: new ChangeHub(store),
       maxBatch: config.maxBatch,
     });

@@ -3,11 +3,11 @@
 
 import type { Authenticator } from "../auth/authenticator.ts";
 import { authorize, WRITE_METHODS } from "../auth/rules.ts";
-import type { Authz } from "../authz/authz.ts";
+import type { AuthzQueries } from "../authz/authz.ts";
 import { CACHED, FULL } from "../authz/reader.ts";
 import type { Guard } from "./service.ts";
 
-export function createGuard(authenticator: Authenticator, authz: Authz): Guard {
+export function createGuard(authenticator: Authenticator, authz: AuthzQueries): Guard {
   return async (ctx, method, subjects) => {
     const caller = await authenticator.authenticate(ctx.requestHeader.get("authorization"));
     // Calls that change something decide the actor's rights from the database, not from a cache.

@@ -6,7 +6,7 @@ import type { DescMethod } from "@bufbuild/protobuf";
 import { ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import type { RpcMethod } from "../auth/rules.ts";
-import type { Authz } from "../authz/authz.ts";
+import type { Authz, AuthzQueries } from "../authz/authz.ts";
 import {
   auditEventMessage,
   changeMessage,
@@ -23,8 +23,21 @@ import { toConnectError } from "./errors.ts";
  */
 export type Guard = (ctx: HandlerContext, method: RpcMethod, subjects: readonly string[]) => Promise<string>;
 
+/** The RPCs a follower answers itself; it forwards the others (FORWARDED) to its upstream. */
+type QueryMethods = "checkPermission" | "checkPermissions" | "getProfile" | "listRoles" | "listPermissions";
+export type ForwardedMethods = Exclude<keyof ServiceImpl<typeof AuthzService>, QueryMethods>;
+export type ForwardedHandlers = Pick<ServiceImpl<typeof AuthzService>, ForwardedMethods>;
+
+/** Every RPC answered here: the database-backed service. */
 export function createAuthzService(authz: Authz, guard: Guard): ServiceImpl<typeof AuthzService> {
-  return mapErrors({
+  return mapErrors({ ...queryHandlers(authz, guard), ...storeHandlers(authz, guard) });
+}
+
+function queryHandlers(
+  authz: AuthzQueries,
+  guard: Guard,
+): Pick<ServiceImpl<typeof AuthzService>, QueryMethods> {
+  return {
     async checkPermission(req, ctx) {
       await guard(ctx, "CheckPermission", [req.userId]);
       return checkResponse(await authz.checkPermission(req));
@@ -37,6 +50,26 @@ export function createAuthzService(authz: Authz, guard: Guard): ServiceImpl<type
       );
       return { results: (await authz.checkPermissions(req.checks)).map(checkResponse) };
     },
+    async getProfile(req, ctx) {
+      await guard(ctx, "GetProfile", [req.userId]);
+      const { profile, revision } = await authz.getProfile(req.userId, req.atLeastAsFresh);
+      return { profile: profileMessage(profile), readAt: revision };
+    },
+    async listRoles(req, ctx) {
+      await guard(ctx, "ListRoles", []);
+      const { roles, readAt } = await authz.listRoles(req.atLeastAsFresh);
+      return { roles: roles.map(roleMessage), readAt };
+    },
+    async listPermissions(req, ctx) {
+      await guard(ctx, "ListPermissions", []);
+      const { permissions, readAt } = await authz.listPermissions(req.atLeastAsFresh);
+      return { permissions: permissions.map(permissionMessage), readAt };
+    },
+  };
+}
+
+function storeHandlers(authz: Authz, guard: Guard): ForwardedHandlers {
+  return {
     async assignRole(req, ctx) {
       const actor = await guard(ctx, "AssignRole", [req.userId]);
       return authz.assignRole(req.userId, req.role, actor);
@@ -49,26 +82,14 @@ export function createAuthzService(authz: Authz, guard: Guard): ServiceImpl<type
       const actor = await guard(ctx, "SetUserRoles", [req.userId]);
       return authz.setUserRoles(req.userId, req.roles, actor);
     },
-    async getProfile(req, ctx) {
-      await guard(ctx, "GetProfile", [req.userId]);
-      return { profile: profileMessage(await authz.getProfile(req.userId)) };
-    },
     async updateProfile(req, ctx) {
       const actor = await guard(ctx, "UpdateProfile", [req.userId]);
-      const profile = await authz.updateProfile(
+      const { profile, revision } = await authz.updateProfile(
         req.userId,
         { name: req.name, organisation: req.organisation },
         actor,
       );
-      return { profile: profileMessage(profile) };
-    },
-    async listRoles(_req, ctx) {
-      await guard(ctx, "ListRoles", []);
-      return { roles: (await authz.listRoles()).map(roleMessage) };
-    },
-    async listPermissions(_req, ctx) {
-      await guard(ctx, "ListPermissions", []);
-      return { permissions: (await authz.listPermissions()).map(permissionMessage) };
+      return { profile: profileMessage(profile), writtenAt: revision };
     },
     async listAuditEvents(req, ctx) {
       await guard(ctx, "ListAuditEvents", req.userId === "" ? [] : [req.userId]);
@@ -91,13 +112,13 @@ export function createAuthzService(authz: Authz, guard: Guard): ServiceImpl<type
       // not with OK, which would tell the client it saw everything.
       if (ctx.signal.aborted && ctx.signal.reason instanceof ConnectError) throw ctx.signal.reason;
     },
-  });
+  };
 }
 
 type Handler = (req: never, ctx: HandlerContext) => unknown;
 
 /** Every handler, its domain errors turned into statuses (errors.ts); streams too, mid-stream. */
-function mapErrors(impl: ServiceImpl<typeof AuthzService>): ServiceImpl<typeof AuthzService> {
+function mapErrors<T extends Partial<ServiceImpl<typeof AuthzService>>>(impl: T): T {
   const handlers = impl as unknown as Record<string, Handler>;
   const wrapped: Record<string, Handler> = {};
   for (const method of AuthzService.methods as DescMethod[]) {
@@ -120,5 +141,5 @@ function mapErrors(impl: ServiceImpl<typeof AuthzService>): ServiceImpl<typeof A
             }
           };
   }
-  return wrapped as unknown as ServiceImpl<typeof AuthzService>;
+  return wrapped as unknown as T;
 }

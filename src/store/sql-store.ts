@@ -16,6 +16,7 @@ import type {
   ChangeSubscription,
   PermissionRecord,
   ProfilePatch,
+  ProfileRead,
   ProfileRecord,
   ProfileWriteResult,
   Revision,
@@ -364,10 +365,21 @@ class SqlStore implements Store {
     });
   }
 
-  async getProfile(userId: string): Promise<ProfileRecord | null> {
+  async getProfile(userId: string): Promise<ProfileRead> {
     return this.read("getProfile", async (em) => {
-      const rows = await em.execute<Row[]>(this.profileSelect(), [userId.toLowerCase()]);
-      return rows[0] ? this.profileFrom(rows[0]) : null;
+      const d = this.dialect;
+      // One statement, so the revision and the row come from one snapshot.
+      const rows = await em.execute<Row[]>(
+        `SELECT c.revision, p.user_id, p.name, p.organisation, ${d.millis("p.created_at")} AS created_at,
+           ${d.millis("p.updated_at")} AS updated_at
+         FROM authz_revision c LEFT JOIN user_profile p ON p.user_id = ? WHERE c.id = 1`,
+        [userId.toLowerCase()],
+      );
+      const row = rows[0];
+      return {
+        profile: row?.user_id != null ? this.profileFrom(row) : null,
+        revision: num(row?.revision ?? 0),
+      };
     });
   }
 

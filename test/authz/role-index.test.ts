@@ -93,7 +93,7 @@ describe("revisions", () => {
       expect(() => parseRevision(bad, "checks[2].at_least_as_fresh")).toThrow(
         new InvalidArgumentError(
           "checks[2].at_least_as_fresh",
-          "must be a revision (from written_at, checked_at or WatchChanges)",
+          "must be a revision (from written_at, read_at, checked_at or WatchChanges)",
         ),
       );
     }

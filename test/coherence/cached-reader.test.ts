@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CachedReader } from "../../src/authz/cached-reader.ts";
 import { ChangeHub } from "../../src/authz/change-hub.ts";
-import { CACHED, createDatabaseReader, type UserView } from "../../src/authz/reader.ts";
+import { CACHED, createDirectReader, type UserView } from "../../src/authz/reader.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { openStore, storeSql } from "../../src/store/index.ts";
 import { CAN_APPROVE_PROJECTS_ID, RESEARCHER_ID, VIEWER_ID } from "./replicas.ts";
@@ -63,7 +63,7 @@ describe("CachedReader on a real SQLite store", () => {
     const count = counted(base);
     const hub = new ChangeHub(base);
     await hub.start();
-    const cached = new CachedReader(count.store, createDatabaseReader(count.store), { userCacheSize: 100 });
+    const cached = new CachedReader(count.store, createDirectReader(count.store), { userCacheSize: 100 });
     opened.push(hub, cached);
     await cached.start(hub);
     expect(cached.live).toBe(true);
@@ -177,7 +177,7 @@ describe("CachedReader on a real SQLite store", () => {
     });
     const hub = new ChangeHub(store);
     await hub.start();
-    const cached = new CachedReader(slow, createDatabaseReader(slow), { userCacheSize: 100 });
+    const cached = new CachedReader(slow, createDirectReader(slow), { userCacheSize: 100 });
     opened.push(hub, cached);
     await cached.start(hub);
 
@@ -221,7 +221,7 @@ describe("CachedReader on a real SQLite store", () => {
     });
     const hub = new ChangeHub(store);
     await hub.start();
-    const cached = new CachedReader(slow, createDatabaseReader(slow), { userCacheSize: 100 });
+    const cached = new CachedReader(slow, createDirectReader(slow), { userCacheSize: 100 });
     opened.push(hub, cached);
     const started = cached.start(hub);
     await new Promise((resolve) => setTimeout(resolve, 20));

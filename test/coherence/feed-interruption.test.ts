@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CachedReader } from "../../src/authz/cached-reader.ts";
 import { ChangeHub } from "../../src/authz/change-hub.ts";
-import { CACHED, createDatabaseReader } from "../../src/authz/reader.ts";
+import { CACHED, createDirectReader } from "../../src/authz/reader.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { openStore } from "../../src/store/index.ts";
 import { ADMIN_URL, createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
@@ -73,7 +73,7 @@ describe.skipIf(!postgresAvailable)("coherence: the cached reader when the LISTE
     });
     const hub = new ChangeHub(store);
     await hub.start();
-    const reader = new CachedReader(gated, createDatabaseReader(gated), { userCacheSize: 10 });
+    const reader = new CachedReader(gated, createDirectReader(gated), { userCacheSize: 10 });
     await reader.start(hub);
     const history: boolean[] = [];
     reader.onLiveChange((live) => history.push(live));

@@ -7,7 +7,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { CachedReader } from "../../src/authz/cached-reader.ts";
 import { ChangeHub } from "../../src/authz/change-hub.ts";
-import { CACHED, createDatabaseReader } from "../../src/authz/reader.ts";
+import { CACHED, createDirectReader } from "../../src/authz/reader.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { openStore } from "../../src/store/index.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
@@ -145,7 +145,7 @@ describe.skipIf(!postgresAvailable)("coherence: PostgreSQL change log of plain-S
   it("TRUNCATE user_role empties every replica's user cache", async () => {
     const hub = new ChangeHub(store);
     await hub.start();
-    const reader = new CachedReader(store, createDatabaseReader(store), { userCacheSize: 100 });
+    const reader = new CachedReader(store, createDirectReader(store), { userCacheSize: 100 });
     await reader.start(hub);
     try {
       const users = [randomUUID(), randomUUID()];

@@ -39,7 +39,7 @@ export const PERMISSIONS: [string, string][] = [
 ];
 const ALL_PERMISSION_NAMES = PERMISSIONS.map(([name]) => name);
 
-const REVISION_MESSAGE = "must be a revision (from written_at, checked_at or WatchChanges)";
+const REVISION_MESSAGE = "must be a revision (from written_at, read_at, checked_at or WatchChanges)";
 
 function rev(value: string): bigint {
   expect(value).toMatch(/^\d+$/);
@@ -1056,6 +1056,200 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
           await sql("DELETE FROM role_permission WHERE id = ?", [id]);
         }
         await eventually(async () => !(await check(user, "CAN_MANAGE_PROJECTS")).allowed, 2000);
+      });
+    });
+
+    describe("read_at and at_least_as_fresh on ListRoles, ListPermissions and GetProfile", () => {
+      const postJson = async (method: string, body: unknown) => {
+        const response = await fetch(`${t.httpBase}/flip.authz.v1.AuthzService/${method}`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+        return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+      };
+
+      /** Changes as they arrive on one WatchChanges stream. */
+      const watch = (after: string) => {
+        const stream = client().stream(m.watchChanges, { after });
+        const queue: WatchChangesResponse[] = [];
+        let wake: (() => void) | undefined;
+        stream.on("data", (change: WatchChangesResponse) => {
+          queue.push(change);
+          wake?.();
+        });
+        stream.on("error", () => {});
+        return {
+          async next(timeoutMs = 5000): Promise<WatchChangesResponse> {
+            const deadline = Date.now() + timeoutMs;
+            while (queue.length === 0) {
+              if (Date.now() > deadline) throw new Error("no change arrived");
+              await new Promise<void>((resolve) => {
+                wake = resolve;
+                setTimeout(resolve, 50);
+              });
+            }
+            return queue.shift() as WatchChangesResponse;
+          },
+          close: () => stream.cancel(),
+        };
+      };
+
+      it("every read answers read_at, a revision at least as new as the writes before it", async () => {
+        const user = randomUUID();
+        const written = await assign(user, "Researcher");
+        const roles = await client().call(m.listRoles, {});
+        const permissions = await client().call(m.listPermissions, {});
+        const profile = await client().call(m.getProfile, { userId: user });
+        for (const readAt of [roles.readAt, permissions.readAt, profile.readAt]) {
+          expect(rev(readAt)).toBeGreaterThanOrEqual(rev(written.writtenAt));
+        }
+        const json = await postJson("ListPermissions", { atLeastAsFresh: written.writtenAt });
+        expect(json.status).toBe(200);
+        expect(rev(String(json.body.readAt))).toBeGreaterThanOrEqual(rev(written.writtenAt));
+      });
+
+      it("UpdateProfile answers written_at; GetProfile at_least_as_fresh = written_at on another replica sees the update", async () => {
+        const replica = await startTestApp(db.url);
+        try {
+          for (let i = 0; i < 5; i++) {
+            const user = randomUUID();
+            const first = await client().call(m.updateProfile, { userId: user, name: `first ${i}` });
+            // The replica caches the first profile.
+            const seen = await replica.client.call(m.getProfile, {
+              userId: user,
+              atLeastAsFresh: first.writtenAt,
+            });
+            expect(seen.profile?.name).toBe(`first ${i}`);
+            expect(rev(seen.readAt)).toBeGreaterThanOrEqual(rev(first.writtenAt));
+            const second = await client().call(m.updateProfile, { userId: user, name: `second ${i}` });
+            expect(rev(second.writtenAt)).toBeGreaterThan(rev(first.writtenAt));
+            const fresh = await replica.client.call(m.getProfile, {
+              userId: user,
+              atLeastAsFresh: second.writtenAt,
+            });
+            expect(fresh.profile?.name).toBe(`second ${i}`);
+            expect(rev(fresh.readAt)).toBeGreaterThanOrEqual(rev(second.writtenAt));
+            // Unchanged: a written_at that the unchanged state reflects.
+            const same = await client().call(m.updateProfile, { userId: user, name: `second ${i}` });
+            expect(rev(same.writtenAt)).toBeGreaterThanOrEqual(rev(second.writtenAt));
+          }
+        } finally {
+          await replica.close();
+        }
+      });
+
+      it("ListRoles at_least_as_fresh = a ROLE_PERMISSIONS revision from WatchChanges shows that change, on both listeners", async () => {
+        // The race seen before these fields: ListRoles right after the event gave the old map in 4 of 6 tries.
+        const start = await assign(randomUUID(), "Viewer");
+        const watcher = watch(start.writtenAt);
+        const id = randomUUID();
+        try {
+          for (let i = 0; i < 12; i++) {
+            const adding = i % 2 === 0;
+            if (adding) {
+              await sql("INSERT INTO role_permission (id, role_id, permission_id) VALUES (?, ?, ?)", [
+                id,
+                VIEWER_ID,
+                CAN_MANAGE_USERS_ID,
+              ]);
+            } else {
+              await sql("DELETE FROM role_permission WHERE id = ?", [id]);
+            }
+            let change = await watcher.next();
+            while (change.kind !== ChangeKind.ROLE_PERMISSIONS) change = await watcher.next();
+            const expected = adding ? ["CAN_MANAGE_USERS"] : [];
+            if (i < 6) {
+              const { roles, readAt } = await client().call(m.listRoles, { atLeastAsFresh: change.revision });
+              expect({ i, permissions: roles.find((r) => r.name === "Viewer")?.permissions }).toEqual({
+                i,
+                permissions: expected,
+              });
+              expect(rev(readAt)).toBeGreaterThanOrEqual(rev(change.revision));
+            } else {
+              const { status, body } = await postJson("ListRoles", { atLeastAsFresh: change.revision });
+              expect(status).toBe(200);
+              const roles = body.roles as { name: string; permissions?: string[] }[];
+              expect({ i, permissions: roles.find((r) => r.name === "Viewer")?.permissions ?? [] }).toEqual({
+                i,
+                permissions: expected,
+              });
+              expect(rev(String(body.readAt))).toBeGreaterThanOrEqual(rev(change.revision));
+            }
+          }
+        } finally {
+          watcher.close();
+          await sql("DELETE FROM role_permission WHERE id = ?", [id]);
+        }
+      });
+
+      it("GetProfile at_least_as_fresh = a PROFILE revision from WatchChanges shows a profile FLIP changed by SQL", async () => {
+        const user = randomUUID();
+        const created = await client().call(m.updateProfile, { userId: user, name: "v0" });
+        const watcher = watch(created.writtenAt);
+        try {
+          for (let i = 1; i <= 6; i++) {
+            // Cached before the change, so only the feed can make it right.
+            expect((await client().call(m.getProfile, { userId: user })).profile?.name).toBe(`v${i - 1}`);
+            await sql("UPDATE user_profile SET name = ? WHERE user_id = ?", [`v${i}`, user]);
+            let change = await watcher.next();
+            while (change.kind !== ChangeKind.PROFILE) change = await watcher.next();
+            const fresh = await client().call(m.getProfile, {
+              userId: user,
+              atLeastAsFresh: change.revision,
+            });
+            expect(fresh.profile?.name).toBe(`v${i}`);
+            expect(rev(fresh.readAt)).toBeGreaterThanOrEqual(rev(change.revision));
+          }
+        } finally {
+          watcher.close();
+        }
+      });
+
+      const catalogReads = {
+        ListRoles: {
+          call: (atLeastAsFresh: string) => client().call(m.listRoles, { atLeastAsFresh }),
+          fail: (atLeastAsFresh: string) => client().fail(m.listRoles, { atLeastAsFresh }),
+        },
+        ListPermissions: {
+          call: (atLeastAsFresh: string) => client().call(m.listPermissions, { atLeastAsFresh }),
+          fail: (atLeastAsFresh: string) => client().fail(m.listPermissions, { atLeastAsFresh }),
+        },
+      };
+
+      it.each(["ListRoles", "ListPermissions"] as const)(
+        "%s refuses a malformed or unwritten at_least_as_fresh, naming the field",
+        async (name) => {
+          const read = catalogReads[name];
+          expect(await read.fail("soon")).toEqual({
+            code: S.INVALID_ARGUMENT,
+            details: `at_least_as_fresh: ${REVISION_MESSAGE}`,
+          });
+          const latest = rev((await read.call("")).readAt);
+          const future = (latest + 1_000_000n).toString();
+          const status = await read.fail(future);
+          expect(status.code).toBe(S.INVALID_ARGUMENT);
+          expect(status.details).toMatch(
+            new RegExp(
+              `^at_least_as_fresh: revision ${future} has not been written \\(the latest is \\d+\\)$`,
+            ),
+          );
+        },
+      );
+
+      it("GetProfile refuses a malformed or unwritten at_least_as_fresh, naming the field", async () => {
+        const user = randomUUID();
+        const written = await assign(user, "Viewer");
+        expect(await client().fail(m.getProfile, { userId: user, atLeastAsFresh: "x" })).toEqual({
+          code: S.INVALID_ARGUMENT,
+          details: `at_least_as_fresh: ${REVISION_MESSAGE}`,
+        });
+        const future = (rev(written.writtenAt) + 1_000_000n).toString();
+        const status = await client().fail(m.getProfile, { userId: user, atLeastAsFresh: future });
+        expect(status.code).toBe(S.INVALID_ARGUMENT);
+        expect(status.details).toMatch(
+          new RegExp(`^at_least_as_fresh: revision ${future} has not been written`),
+        );
       });
     });
 

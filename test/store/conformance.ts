@@ -326,8 +326,11 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
     });
 
     describe("profiles", () => {
-      it("getProfile is null for an unknown user", async () => {
-        expect(await store.getProfile(randomUUID())).toBeNull();
+      it("getProfile is null for an unknown user, with the revision the read reflects", async () => {
+        expect(await store.getProfile(randomUUID())).toEqual({
+          profile: null,
+          revision: await store.currentRevision(),
+        });
       });
 
       it("updateProfile creates, patches and skips unchanged writes, auditing only changes", async () => {
@@ -340,7 +343,7 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
         expect(created.profile.createdAt.getTime()).toBe(created.profile.updatedAt.getTime());
         expect(created.revision).toBe(await store.currentRevision());
         const fetched = await store.getProfile(user);
-        expect(fetched).toEqual(created.profile);
+        expect(fetched).toEqual({ profile: created.profile, revision: created.revision });
 
         await new Promise((resolve) => setTimeout(resolve, 5));
         const patched = await store.updateProfile(user, { organisation: "KCL ☃ 'quoted' ?" }, actor);
@@ -349,7 +352,10 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
         expect(patched.profile.organisation).toBe("KCL ☃ 'quoted' ?");
         expect(patched.profile.createdAt.getTime()).toBe(created.profile.createdAt.getTime());
         expect(patched.profile.updatedAt.getTime()).toBeGreaterThan(created.profile.updatedAt.getTime());
-        expect(await store.getProfile(user)).toEqual(patched.profile);
+        expect(await store.getProfile(user)).toEqual({
+          profile: patched.profile,
+          revision: patched.revision,
+        });
 
         const same = await store.updateProfile(user, { name: "Ada Lovelace" }, actor);
         expect(same).toEqual({ changed: false, profile: patched.profile, revision: patched.revision });

@@ -132,7 +132,7 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: adopting FLIP's database", () =
         name: "CAN_FLY",
         description: "Custom permission",
       });
-      const profile = await store.getProfile(user);
+      const { profile } = await store.getProfile(user);
       expect(profile).toMatchObject({ name: "Ada", organisation: "FLIP" });
       expect(profile?.createdAt.toISOString()).toBe("2024-01-01T00:00:00.000Z");
       const audit = await store.listAudit({ userId: user, limit: 10 });

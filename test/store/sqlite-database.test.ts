@@ -87,7 +87,9 @@ describe("SQLite: adopting a FLIP-like database", () => {
     try {
       expect((await store.userRoles(user)).roleIds.sort()).toEqual([ADMIN_ROLE_ID, customRole].sort());
       expect(await store.resolveRole("pilot")).toEqual({ id: customRole, name: "Pilot" });
-      expect((await store.getProfile(user))?.createdAt.toISOString()).toBe("2024-05-01T00:00:00.000Z");
+      expect((await store.getProfile(user)).profile?.createdAt.toISOString()).toBe(
+        "2024-05-01T00:00:00.000Z",
+      );
       await expect(store.revokeRole(user, ADMIN_ROLE_ID, user)).rejects.toThrow("no user holding Admin");
     } finally {
       await store.close();

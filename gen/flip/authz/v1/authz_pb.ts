@@ -15,7 +15,7 @@ import type { Message, UnknownEnum } from "@bufbuild/protobuf";
  * Describes the file flip/authz/v1/authz.proto.
  */
 export const file_flip_authz_v1_authz: GenFile = /*@__PURE__*/
-  fileDesc("ChlmbGlwL2F1dGh6L3YxL2F1dGh6LnByb3RvEg1mbGlwLmF1dGh6LnYxInIKFkNoZWNrUGVybWlzc2lvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhgKEGZ1bGx5X2NvbnNpc3RlbnQYAyABKAgSGQoRYXRfbGVhc3RfYXNfZnJlc2gYBCABKAkiUgoXQ2hlY2tQZXJtaXNzaW9uUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBISCgpncmFudGVkX2J5GAIgAygJEhIKCmNoZWNrZWRfYXQYAyABKAkiUAoXQ2hlY2tQZXJtaXNzaW9uc1JlcXVlc3QSNQoGY2hlY2tzGAEgAygLMiUuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25SZXF1ZXN0IlMKGENoZWNrUGVybWlzc2lvbnNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25SZXNwb25zZSIyChFBc3NpZ25Sb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkiSAoSQXNzaWduUm9sZVJlc3BvbnNlEg8KB2NoYW5nZWQYASABKAgSDQoFcm9sZXMYAiADKAkSEgoKd3JpdHRlbl9hdBgDIAEoCSIyChFSZXZva2VSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkiSAoSUmV2b2tlUm9sZVJlc3BvbnNlEg8KB2NoYW5nZWQYASABKAgSDQoFcm9sZXMYAiADKAkSEgoKd3JpdHRlbl9hdBgDIAEoCSI1ChNTZXRVc2VyUm9sZXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDQoFcm9sZXMYAiADKAkiSgoUU2V0VXNlclJvbGVzUmVzcG9uc2USDwoHY2hhbmdlZBgBIAEoCBINCgVyb2xlcxgCIAMoCRISCgp3cml0dGVuX2F0GAMgASgJIiQKEUdldFByb2ZpbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkiPQoSR2V0UHJvZmlsZVJlc3BvbnNlEicKB3Byb2ZpbGUYASABKAsyFi5mbGlwLmF1dGh6LnYxLlByb2ZpbGUibwoUVXBkYXRlUHJvZmlsZVJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRIRCgRuYW1lGAIgASgJSACIAQESGQoMb3JnYW5pc2F0aW9uGAMgASgJSAGIAQFCBwoFX25hbWVCDwoNX29yZ2FuaXNhdGlvbiJAChVVcGRhdGVQcm9maWxlUmVzcG9uc2USJwoHcHJvZmlsZRgBIAEoCzIWLmZsaXAuYXV0aHoudjEuUHJvZmlsZSISChBMaXN0Um9sZXNSZXF1ZXN0IjcKEUxpc3RSb2xlc1Jlc3BvbnNlEiIKBXJvbGVzGAEgAygLMhMuZmxpcC5hdXRoei52MS5Sb2xlIhgKFkxpc3RQZXJtaXNzaW9uc1JlcXVlc3QiSQoXTGlzdFBlcm1pc3Npb25zUmVzcG9uc2USLgoLcGVybWlzc2lvbnMYASADKAsyGS5mbGlwLmF1dGh6LnYxLlBlcm1pc3Npb24iUAoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIl0KF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEikKBmV2ZW50cxgBIAMoCzIZLmZsaXAuYXV0aHoudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiJAoTV2F0Y2hDaGFuZ2VzUmVxdWVzdBINCgVhZnRlchgBIAEoCSJiChRXYXRjaENoYW5nZXNSZXNwb25zZRIQCghyZXZpc2lvbhgBIAEoCRInCgRraW5kGAIgASgOMhkuZmxpcC5hdXRoei52MS5DaGFuZ2VLaW5kEg8KB3VzZXJfaWQYAyABKAkiwgEKB1Byb2ZpbGUSDwoHdXNlcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhQKDG9yZ2FuaXNhdGlvbhgDIAEoCRINCgVyb2xlcxgEIAMoCRITCgtwZXJtaXNzaW9ucxgFIAMoCRIuCgpjcmVhdGVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJKCgRSb2xlEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEwoLcGVybWlzc2lvbnMYBCADKAkiOwoKUGVybWlzc2lvbhIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJIoUBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgJEg4KBmFjdGlvbhgCIAEoCRIPCgd1c2VyX2lkGAMgASgJEhsKE21vZGlmaWVkX2J5X3VzZXJfaWQYBCABKAkSLQoJdGltZXN0YW1wGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCqAAQoKQ2hhbmdlS2luZBIbChdDSEFOR0VfS0lORF9VTlNQRUNJRklFRBAAEhoKFkNIQU5HRV9LSU5EX1VTRVJfUk9MRVMQARIgChxDSEFOR0VfS0lORF9ST0xFX1BFUk1JU1NJT05TEAISFwoTQ0hBTkdFX0tJTkRfUFJPRklMRRADMvIHCgxBdXRoelNlcnZpY2USYAoPQ2hlY2tQZXJtaXNzaW9uEiUuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25SZXF1ZXN0GiYuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25SZXNwb25zZRJjChBDaGVja1Blcm1pc3Npb25zEiYuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25zUmVxdWVzdBonLmZsaXAuYXV0aHoudjEuQ2hlY2tQZXJtaXNzaW9uc1Jlc3BvbnNlElEKCkFzc2lnblJvbGUSIC5mbGlwLmF1dGh6LnYxLkFzc2lnblJvbGVSZXF1ZXN0GiEuZmxpcC5hdXRoei52MS5Bc3NpZ25Sb2xlUmVzcG9uc2USUQoKUmV2b2tlUm9sZRIgLmZsaXAuYXV0aHoudjEuUmV2b2tlUm9sZVJlcXVlc3QaIS5mbGlwLmF1dGh6LnYxLlJldm9rZVJvbGVSZXNwb25zZRJXCgxTZXRVc2VyUm9sZXMSIi5mbGlwLmF1dGh6LnYxLlNldFVzZXJSb2xlc1JlcXVlc3QaIy5mbGlwLmF1dGh6LnYxLlNldFVzZXJSb2xlc1Jlc3BvbnNlElEKCkdldFByb2ZpbGUSIC5mbGlwLmF1dGh6LnYxLkdldFByb2ZpbGVSZXF1ZXN0GiEuZmxpcC5hdXRoei52MS5HZXRQcm9maWxlUmVzcG9uc2USWgoNVXBkYXRlUHJvZmlsZRIjLmZsaXAuYXV0aHoudjEuVXBkYXRlUHJvZmlsZVJlcXVlc3QaJC5mbGlwLmF1dGh6LnYxLlVwZGF0ZVByb2ZpbGVSZXNwb25zZRJOCglMaXN0Um9sZXMSHy5mbGlwLmF1dGh6LnYxLkxpc3RSb2xlc1JlcXVlc3QaIC5mbGlwLmF1dGh6LnYxLkxpc3RSb2xlc1Jlc3BvbnNlEmAKD0xpc3RQZXJtaXNzaW9ucxIlLmZsaXAuYXV0aHoudjEuTGlzdFBlcm1pc3Npb25zUmVxdWVzdBomLmZsaXAuYXV0aHoudjEuTGlzdFBlcm1pc3Npb25zUmVzcG9uc2USYAoPTGlzdEF1ZGl0RXZlbnRzEiUuZmxpcC5hdXRoei52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiYuZmxpcC5hdXRoei52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZRJZCgxXYXRjaENoYW5nZXMSIi5mbGlwLmF1dGh6LnYxLldhdGNoQ2hhbmdlc1JlcXVlc3QaIy5mbGlwLmF1dGh6LnYxLldhdGNoQ2hhbmdlc1Jlc3BvbnNlMAFiBnByb3RvMw", [file_google_protobuf_timestamp]);
+  fileDesc("ChlmbGlwL2F1dGh6L3YxL2F1dGh6LnByb3RvEg1mbGlwLmF1dGh6LnYxInIKFkNoZWNrUGVybWlzc2lvblJlcXVlc3QSDwoHdXNlcl9pZBgBIAEoCRISCgpwZXJtaXNzaW9uGAIgASgJEhgKEGZ1bGx5X2NvbnNpc3RlbnQYAyABKAgSGQoRYXRfbGVhc3RfYXNfZnJlc2gYBCABKAkiUgoXQ2hlY2tQZXJtaXNzaW9uUmVzcG9uc2USDwoHYWxsb3dlZBgBIAEoCBISCgpncmFudGVkX2J5GAIgAygJEhIKCmNoZWNrZWRfYXQYAyABKAkiUAoXQ2hlY2tQZXJtaXNzaW9uc1JlcXVlc3QSNQoGY2hlY2tzGAEgAygLMiUuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25SZXF1ZXN0IlMKGENoZWNrUGVybWlzc2lvbnNSZXNwb25zZRI3CgdyZXN1bHRzGAEgAygLMiYuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25SZXNwb25zZSIyChFBc3NpZ25Sb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkiSAoSQXNzaWduUm9sZVJlc3BvbnNlEg8KB2NoYW5nZWQYASABKAgSDQoFcm9sZXMYAiADKAkSEgoKd3JpdHRlbl9hdBgDIAEoCSIyChFSZXZva2VSb2xlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEgwKBHJvbGUYAiABKAkiSAoSUmV2b2tlUm9sZVJlc3BvbnNlEg8KB2NoYW5nZWQYASABKAgSDQoFcm9sZXMYAiADKAkSEgoKd3JpdHRlbl9hdBgDIAEoCSI1ChNTZXRVc2VyUm9sZXNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSDQoFcm9sZXMYAiADKAkiSgoUU2V0VXNlclJvbGVzUmVzcG9uc2USDwoHY2hhbmdlZBgBIAEoCBINCgVyb2xlcxgCIAMoCRISCgp3cml0dGVuX2F0GAMgASgJIj8KEUdldFByb2ZpbGVSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSGQoRYXRfbGVhc3RfYXNfZnJlc2gYAiABKAkiTgoSR2V0UHJvZmlsZVJlc3BvbnNlEicKB3Byb2ZpbGUYASABKAsyFi5mbGlwLmF1dGh6LnYxLlByb2ZpbGUSDwoHcmVhZF9hdBgCIAEoCSJvChRVcGRhdGVQcm9maWxlUmVxdWVzdBIPCgd1c2VyX2lkGAEgASgJEhEKBG5hbWUYAiABKAlIAIgBARIZCgxvcmdhbmlzYXRpb24YAyABKAlIAYgBAUIHCgVfbmFtZUIPCg1fb3JnYW5pc2F0aW9uIlQKFVVwZGF0ZVByb2ZpbGVSZXNwb25zZRInCgdwcm9maWxlGAEgASgLMhYuZmxpcC5hdXRoei52MS5Qcm9maWxlEhIKCndyaXR0ZW5fYXQYAiABKAkiLQoQTGlzdFJvbGVzUmVxdWVzdBIZChFhdF9sZWFzdF9hc19mcmVzaBgBIAEoCSJIChFMaXN0Um9sZXNSZXNwb25zZRIiCgVyb2xlcxgBIAMoCzITLmZsaXAuYXV0aHoudjEuUm9sZRIPCgdyZWFkX2F0GAIgASgJIjMKFkxpc3RQZXJtaXNzaW9uc1JlcXVlc3QSGQoRYXRfbGVhc3RfYXNfZnJlc2gYASABKAkiWgoXTGlzdFBlcm1pc3Npb25zUmVzcG9uc2USLgoLcGVybWlzc2lvbnMYASADKAsyGS5mbGlwLmF1dGh6LnYxLlBlcm1pc3Npb24SDwoHcmVhZF9hdBgCIAEoCSJQChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0Eg8KB3VzZXJfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiXQoXTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2USKQoGZXZlbnRzGAEgAygLMhkuZmxpcC5hdXRoei52MS5BdWRpdEV2ZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSIkChNXYXRjaENoYW5nZXNSZXF1ZXN0Eg0KBWFmdGVyGAEgASgJImIKFFdhdGNoQ2hhbmdlc1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgJEicKBGtpbmQYAiABKA4yGS5mbGlwLmF1dGh6LnYxLkNoYW5nZUtpbmQSDwoHdXNlcl9pZBgDIAEoCSLCAQoHUHJvZmlsZRIPCgd1c2VyX2lkGAEgASgJEgwKBG5hbWUYAiABKAkSFAoMb3JnYW5pc2F0aW9uGAMgASgJEg0KBXJvbGVzGAQgAygJEhMKC3Blcm1pc3Npb25zGAUgAygJEi4KCmNyZWF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYByABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIkoKBFJvbGUSCgoCaWQYASABKAkSDAoEbmFtZRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRITCgtwZXJtaXNzaW9ucxgEIAMoCSI7CgpQZXJtaXNzaW9uEgoKAmlkGAEgASgJEgwKBG5hbWUYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkihQEKCkF1ZGl0RXZlbnQSCgoCaWQYASABKAkSDgoGYWN0aW9uGAIgASgJEg8KB3VzZXJfaWQYAyABKAkSGwoTbW9kaWZpZWRfYnlfdXNlcl9pZBgEIAEoCRItCgl0aW1lc3RhbXAYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wKoABCgpDaGFuZ2VLaW5kEhsKF0NIQU5HRV9LSU5EX1VOU1BFQ0lGSUVEEAASGgoWQ0hBTkdFX0tJTkRfVVNFUl9ST0xFUxABEiAKHENIQU5HRV9LSU5EX1JPTEVfUEVSTUlTU0lPTlMQAhIXChNDSEFOR0VfS0lORF9QUk9GSUxFEAMy8gcKDEF1dGh6U2VydmljZRJgCg9DaGVja1Blcm1pc3Npb24SJS5mbGlwLmF1dGh6LnYxLkNoZWNrUGVybWlzc2lvblJlcXVlc3QaJi5mbGlwLmF1dGh6LnYxLkNoZWNrUGVybWlzc2lvblJlc3BvbnNlEmMKEENoZWNrUGVybWlzc2lvbnMSJi5mbGlwLmF1dGh6LnYxLkNoZWNrUGVybWlzc2lvbnNSZXF1ZXN0GicuZmxpcC5hdXRoei52MS5DaGVja1Blcm1pc3Npb25zUmVzcG9uc2USUQoKQXNzaWduUm9sZRIgLmZsaXAuYXV0aHoudjEuQXNzaWduUm9sZVJlcXVlc3QaIS5mbGlwLmF1dGh6LnYxLkFzc2lnblJvbGVSZXNwb25zZRJRCgpSZXZva2VSb2xlEiAuZmxpcC5hdXRoei52MS5SZXZva2VSb2xlUmVxdWVzdBohLmZsaXAuYXV0aHoudjEuUmV2b2tlUm9sZVJlc3BvbnNlElcKDFNldFVzZXJSb2xlcxIiLmZsaXAuYXV0aHoudjEuU2V0VXNlclJvbGVzUmVxdWVzdBojLmZsaXAuYXV0aHoudjEuU2V0VXNlclJvbGVzUmVzcG9uc2USUQoKR2V0UHJvZmlsZRIgLmZsaXAuYXV0aHoudjEuR2V0UHJvZmlsZVJlcXVlc3QaIS5mbGlwLmF1dGh6LnYxLkdldFByb2ZpbGVSZXNwb25zZRJaCg1VcGRhdGVQcm9maWxlEiMuZmxpcC5hdXRoei52MS5VcGRhdGVQcm9maWxlUmVxdWVzdBokLmZsaXAuYXV0aHoudjEuVXBkYXRlUHJvZmlsZVJlc3BvbnNlEk4KCUxpc3RSb2xlcxIfLmZsaXAuYXV0aHoudjEuTGlzdFJvbGVzUmVxdWVzdBogLmZsaXAuYXV0aHoudjEuTGlzdFJvbGVzUmVzcG9uc2USYAoPTGlzdFBlcm1pc3Npb25zEiUuZmxpcC5hdXRoei52MS5MaXN0UGVybWlzc2lvbnNSZXF1ZXN0GiYuZmxpcC5hdXRoei52MS5MaXN0UGVybWlzc2lvbnNSZXNwb25zZRJgCg9MaXN0QXVkaXRFdmVudHMSJS5mbGlwLmF1dGh6LnYxLkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QaJi5mbGlwLmF1dGh6LnYxLkxpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlElkKDFdhdGNoQ2hhbmdlcxIiLmZsaXAuYXV0aHoudjEuV2F0Y2hDaGFuZ2VzUmVxdWVzdBojLmZsaXAuYXV0aHoudjEuV2F0Y2hDaGFuZ2VzUmVzcG9uc2UwAWIGcHJvdG8z", [file_google_protobuf_timestamp]);
 
 /**
  * CheckPermissionRequest asks whether a user holds a permission.
@@ -45,7 +45,7 @@ export type CheckPermissionRequest = Message<"flip.authz.v1.CheckPermissionReque
   fullyConsistent: boolean;
 
   /**
-   * A revision the answer must reflect (from written_at, checked_at or WatchChanges).
+   * A revision the answer must reflect (from written_at, read_at, checked_at or WatchChanges).
    *
    * @generated from field: string at_least_as_fresh = 4;
    */
@@ -305,6 +305,13 @@ export type GetProfileRequest = Message<"flip.authz.v1.GetProfileRequest"> & {
    * @generated from field: string user_id = 1;
    */
   userId: string;
+
+  /**
+   * A revision the answer must reflect (from written_at, read_at, checked_at or WatchChanges).
+   *
+   * @generated from field: string at_least_as_fresh = 2;
+   */
+  atLeastAsFresh: string;
 };
 
 /**
@@ -324,6 +331,13 @@ export type GetProfileResponse = Message<"flip.authz.v1.GetProfileResponse"> & {
    * @generated from field: flip.authz.v1.Profile profile = 1;
    */
   profile?: Profile | undefined;
+
+  /**
+   * The revision the answer reflects.
+   *
+   * @generated from field: string read_at = 2;
+   */
+  readAt: string;
 };
 
 /**
@@ -372,6 +386,13 @@ export type UpdateProfileResponse = Message<"flip.authz.v1.UpdateProfileResponse
    * @generated from field: flip.authz.v1.Profile profile = 1;
    */
   profile?: Profile | undefined;
+
+  /**
+   * The revision of this change (or one the unchanged profile reflects).
+   *
+   * @generated from field: string written_at = 2;
+   */
+  writtenAt: string;
 };
 
 /**
@@ -382,11 +403,17 @@ export const UpdateProfileResponseSchema: GenMessage<UpdateProfileResponse> = /*
   messageDesc(file_flip_authz_v1_authz, 13);
 
 /**
- * ListRolesRequest has no fields.
+ * ListRolesRequest can ask for an answer at least as fresh as a revision.
  *
  * @generated from message flip.authz.v1.ListRolesRequest
  */
 export type ListRolesRequest = Message<"flip.authz.v1.ListRolesRequest"> & {
+  /**
+   * A revision the answer must reflect (from written_at, read_at, checked_at or WatchChanges).
+   *
+   * @generated from field: string at_least_as_fresh = 1;
+   */
+  atLeastAsFresh: string;
 };
 
 /**
@@ -406,6 +433,13 @@ export type ListRolesResponse = Message<"flip.authz.v1.ListRolesResponse"> & {
    * @generated from field: repeated flip.authz.v1.Role roles = 1;
    */
   roles: Role[];
+
+  /**
+   * The revision the answer reflects.
+   *
+   * @generated from field: string read_at = 2;
+   */
+  readAt: string;
 };
 
 /**
@@ -416,11 +450,17 @@ export const ListRolesResponseSchema: GenMessage<ListRolesResponse> = /*@__PURE_
   messageDesc(file_flip_authz_v1_authz, 15);
 
 /**
- * ListPermissionsRequest has no fields.
+ * ListPermissionsRequest can ask for an answer at least as fresh as a revision.
  *
  * @generated from message flip.authz.v1.ListPermissionsRequest
  */
 export type ListPermissionsRequest = Message<"flip.authz.v1.ListPermissionsRequest"> & {
+  /**
+   * A revision the answer must reflect (from written_at, read_at, checked_at or WatchChanges).
+   *
+   * @generated from field: string at_least_as_fresh = 1;
+   */
+  atLeastAsFresh: string;
 };
 
 /**
@@ -440,6 +480,13 @@ export type ListPermissionsResponse = Message<"flip.authz.v1.ListPermissionsResp
    * @generated from field: repeated flip.authz.v1.Permission permissions = 1;
    */
   permissions: Permission[];
+
+  /**
+   * The revision the answer reflects.
+   *
+   * @generated from field: string read_at = 2;
+   */
+  readAt: string;
 };
 
 /**
