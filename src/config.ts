@@ -31,8 +31,24 @@ export interface TlsConfig {
   clientCaFile?: string;
 }
 
+/** A follower's upstream (SIDECARS.md §5): a flip-authz gRPC listener it fills its caches from. */
+export interface UpstreamConfig {
+  /** `host:port`, as a gRPC target (IPv6 hosts in brackets). */
+  target: string;
+  /** The host the upstream's certificate must name. */
+  host: string;
+  /** Set for https:// upstreams: TLS, verified against the system's CAs unless `caFile` is set. */
+  tls?: { caFile?: string; certFile?: string; keyFile?: string };
+  /** A service token the upstream accepts, sent on the follower's own calls. */
+  token?: string;
+  /** How long plain checks may be answered from the caches after the upstream was last heard from. */
+  maxStalenessMs: number;
+}
+
 export interface Config {
+  /** Unused when `upstream` is set: a follower keeps no database. */
   database: DatabaseConfig;
+  upstream?: UpstreamConfig;
   grpcListen: ListenAddress;
   httpListen: ListenAddress;
   logLevel: "fatal" | "error" | "warn" | "info" | "debug" | "trace" | "silent";
@@ -108,6 +124,34 @@ export function parseListen(value: string, variable: string): ListenAddress {
   if (!Number.isInteger(port) || port < 0 || port > 65535)
     throw new ConfigError(variable, "port must be 0..65535");
   return { host, port };
+}
+
+/** Parses `AUTHZ_UPSTREAM`: `host:port`, `http://host[:port]` or `https://host[:port]`. */
+export function parseUpstream(value: string): Pick<UpstreamConfig, "target" | "host"> & { tls: boolean } {
+  const variable = "AUTHZ_UPSTREAM";
+  const usage = "must be host:port, http://host:port or https://host:port (a flip-authz gRPC listener)";
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(value)) {
+    let url: URL;
+    try {
+      url = new URL(value);
+    } catch {
+      throw new ConfigError(variable, usage);
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") throw new ConfigError(variable, usage);
+    if (url.username !== "" || url.password !== "" || url.search !== "" || url.hash !== "") {
+      throw new ConfigError(variable, `${usage}: no credentials, query or fragment`);
+    }
+    if (url.pathname !== "/" && url.pathname !== "") {
+      throw new ConfigError(variable, `${usage}: no path (gRPC has none)`);
+    }
+    if (url.hostname === "") throw new ConfigError(variable, `${usage}: the host is empty`);
+    const tls = url.protocol === "https:";
+    const port = url.port === "" ? (tls ? 443 : 80) : Number(url.port);
+    return { target: `${url.hostname}:${port}`, host: url.hostname.replace(/^\[|\]$/g, ""), tls };
+  }
+  const { host, port } = parseListen(value, variable);
+  if (port === 0) throw new ConfigError(variable, `${usage}: port 0 is no address`);
+  return { target: host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`, host, tls: false };
 }
 
 /** True when the address can only be reached from this machine. */
@@ -201,8 +245,74 @@ function optional(env: Env, variable: string): string | undefined {
   return raw === undefined || raw === "" ? undefined : raw;
 }
 
+function loadUpstream(env: Env): UpstreamConfig | undefined {
+  const raw = optional(env, "AUTHZ_UPSTREAM");
+  const settings = [
+    "AUTHZ_UPSTREAM_TOKEN",
+    "AUTHZ_UPSTREAM_CA_FILE",
+    "AUTHZ_UPSTREAM_CERT_FILE",
+    "AUTHZ_UPSTREAM_KEY_FILE",
+    "AUTHZ_UPSTREAM_MAX_STALENESS_MS",
+  ];
+  if (raw === undefined) {
+    for (const variable of settings) {
+      if (optional(env, variable) !== undefined)
+        throw new ConfigError(variable, "is set but AUTHZ_UPSTREAM is not");
+    }
+    return undefined;
+  }
+  if (optional(env, "DATABASE_URL") !== undefined) {
+    throw new ConfigError(
+      "AUTHZ_UPSTREAM and DATABASE_URL",
+      "a follower (AUTHZ_UPSTREAM) keeps no database: set one or the other",
+    );
+  }
+  const { target, host, tls } = parseUpstream(raw);
+  const upstream: UpstreamConfig = {
+    target,
+    host,
+    maxStalenessMs: integer(env, "AUTHZ_UPSTREAM_MAX_STALENESS_MS", 5000, 100, 3_600_000),
+  };
+  const token = optional(env, "AUTHZ_UPSTREAM_TOKEN");
+  if (token !== undefined) {
+    // Never echo the token.
+    if (token.length < 16) throw new ConfigError("AUTHZ_UPSTREAM_TOKEN", "is shorter than 16 characters");
+    if (!/^[\x21-\x7e]+$/.test(token)) {
+      throw new ConfigError("AUTHZ_UPSTREAM_TOKEN", "has spaces or characters outside visible ASCII");
+    }
+    upstream.token = token;
+  }
+  const caFile = optional(env, "AUTHZ_UPSTREAM_CA_FILE");
+  const certFile = optional(env, "AUTHZ_UPSTREAM_CERT_FILE");
+  const keyFile = optional(env, "AUTHZ_UPSTREAM_KEY_FILE");
+  if ((certFile === undefined) !== (keyFile === undefined)) {
+    throw new ConfigError(
+      certFile === undefined ? "AUTHZ_UPSTREAM_CERT_FILE" : "AUTHZ_UPSTREAM_KEY_FILE",
+      "AUTHZ_UPSTREAM_CERT_FILE and AUTHZ_UPSTREAM_KEY_FILE go together",
+    );
+  }
+  if (tls) {
+    upstream.tls = {};
+    if (caFile !== undefined) upstream.tls.caFile = caFile;
+    if (certFile !== undefined && keyFile !== undefined) {
+      upstream.tls.certFile = certFile;
+      upstream.tls.keyFile = keyFile;
+    }
+  } else {
+    const stray =
+      caFile !== undefined
+        ? "AUTHZ_UPSTREAM_CA_FILE"
+        : certFile !== undefined
+          ? "AUTHZ_UPSTREAM_CERT_FILE"
+          : undefined;
+    if (stray !== undefined) throw new ConfigError(stray, "needs an https:// AUTHZ_UPSTREAM");
+  }
+  return upstream;
+}
+
 /** Reads and validates the whole configuration; throws ConfigError on the first bad variable. */
 export function loadConfig(env: Env = process.env): Config {
+  const upstream = loadUpstream(env);
   const database = parseDatabaseUrl(optional(env, "DATABASE_URL") ?? DEFAULT_DATABASE_URL);
   const grpcListen = parseListen(
     optional(env, "AUTHZ_GRPC_LISTEN") ?? "127.0.0.1:50051",
@@ -301,5 +411,6 @@ export function loadConfig(env: Env = process.env): Config {
   if (tls) config.tls = tls;
   const routesFile = optional(env, "AUTHZ_ROUTES_FILE");
   if (routesFile !== undefined) config.routesFile = routesFile;
+  if (upstream) config.upstream = upstream;
   return config;
 }

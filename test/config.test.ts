@@ -131,6 +131,84 @@ describe("configuration", () => {
     expect(error.message).not.toContain("short-secret");
   });
 
+  describe("a follower's upstream (AUTHZ_UPSTREAM)", () => {
+    it.each([
+      ["authz.flip.svc:50051", "authz.flip.svc:50051", false],
+      ["http://authz.flip.svc:50051", "authz.flip.svc:50051", false],
+      ["https://authz.flip.example", "authz.flip.example:443", true],
+      ["http://authz", "authz:80", false],
+      ["[::1]:50051", "[::1]:50051", false],
+      ["https://[::1]:8443/", "[::1]:8443", true],
+    ])("reads %s as target %s (TLS %s)", (value, target, tls) => {
+      const upstream = loadConfig({ AUTHZ_UPSTREAM: value }).upstream;
+      expect(upstream?.target).toBe(target);
+      expect(upstream?.tls !== undefined).toBe(tls);
+      expect(upstream?.maxStalenessMs).toBe(5000);
+    });
+
+    it("reads every follower setting", () => {
+      const upstream = loadConfig({
+        AUTHZ_UPSTREAM: "https://authz.flip.svc:50051",
+        AUTHZ_UPSTREAM_TOKEN: "sidecar-token-0123456789",
+        AUTHZ_UPSTREAM_CA_FILE: "ca.pem",
+        AUTHZ_UPSTREAM_CERT_FILE: "client.pem",
+        AUTHZ_UPSTREAM_KEY_FILE: "client.key",
+        AUTHZ_UPSTREAM_MAX_STALENESS_MS: "2500",
+      }).upstream;
+      expect(upstream).toEqual({
+        target: "authz.flip.svc:50051",
+        host: "authz.flip.svc",
+        tls: { caFile: "ca.pem", certFile: "client.pem", keyFile: "client.key" },
+        token: "sidecar-token-0123456789",
+        maxStalenessMs: 2500,
+      });
+    });
+
+    it.each([
+      [
+        { AUTHZ_UPSTREAM: "authz:50051", DATABASE_URL: "sqlite::memory:" },
+        "AUTHZ_UPSTREAM and DATABASE_URL",
+        "keeps no database",
+      ],
+      [{ AUTHZ_UPSTREAM: "authz" }, "AUTHZ_UPSTREAM", "must be host:port"],
+      [{ AUTHZ_UPSTREAM: "grpc://authz:50051" }, "AUTHZ_UPSTREAM", "must be host:port"],
+      [{ AUTHZ_UPSTREAM: "http://authz:50051/api" }, "AUTHZ_UPSTREAM", "no path"],
+      [{ AUTHZ_UPSTREAM: "https://user:pw@authz:50051" }, "AUTHZ_UPSTREAM", "no credentials"],
+      [{ AUTHZ_UPSTREAM: "authz:0" }, "AUTHZ_UPSTREAM", "port 0"],
+      [{ AUTHZ_UPSTREAM_TOKEN: "sidecar-token-0123456789" }, "AUTHZ_UPSTREAM_TOKEN", "AUTHZ_UPSTREAM is not"],
+      [
+        { AUTHZ_UPSTREAM: "authz:1", AUTHZ_UPSTREAM_TOKEN: "short" },
+        "AUTHZ_UPSTREAM_TOKEN",
+        "shorter than 16",
+      ],
+      [{ AUTHZ_UPSTREAM: "authz:1", AUTHZ_UPSTREAM_CA_FILE: "ca.pem" }, "AUTHZ_UPSTREAM_CA_FILE", "https://"],
+      [
+        { AUTHZ_UPSTREAM: "https://a", AUTHZ_UPSTREAM_CERT_FILE: "c.pem" },
+        "AUTHZ_UPSTREAM_KEY_FILE",
+        "go together",
+      ],
+      [
+        { AUTHZ_UPSTREAM: "authz:1", AUTHZ_UPSTREAM_MAX_STALENESS_MS: "5s" },
+        "AUTHZ_UPSTREAM_MAX_STALENESS_MS",
+        "whole number",
+      ],
+      [
+        { AUTHZ_UPSTREAM: "authz:1", AUTHZ_UPSTREAM_MAX_STALENESS_MS: "10" },
+        "AUTHZ_UPSTREAM_MAX_STALENESS_MS",
+        "between 100",
+      ],
+    ])("refuses %j naming %s", (env, variable, problem) => {
+      const error = failure(env);
+      expect(error.variable).toBe(variable);
+      expect(error.message).toContain(problem);
+    });
+
+    it("never echoes the upstream token", () => {
+      const error = failure({ AUTHZ_UPSTREAM: "authz:1", AUTHZ_UPSTREAM_TOKEN: "with space-0123456789" });
+      expect(error.message).toBe("AUTHZ_UPSTREAM_TOKEN: has spaces or characters outside visible ASCII");
+    });
+  });
+
   it("never shows a database password", () => {
     const database = parseDatabaseUrl("postgres://authz:s3cr3t@db:5432/flip?password=other");
     const shown = redactDatabase(database);

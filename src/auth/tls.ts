@@ -21,7 +21,8 @@ export interface TlsMaterial {
 
 const CERT_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
-function read(path: string, variable: string): Buffer {
+/** The file at `path`, or a ConfigError naming `variable`. */
+export function readTlsFile(path: string, variable: string): Buffer {
   try {
     return readFileSync(path);
   } catch (error) {
@@ -30,7 +31,8 @@ function read(path: string, variable: string): Buffer {
   }
 }
 
-function certificates(pem: Buffer, path: string, variable: string): X509Certificate[] {
+/** The PEM certificates in `pem` (at least one), or a ConfigError naming `variable`. */
+export function parseCertificates(pem: Buffer, path: string, variable: string): X509Certificate[] {
   const blocks = pem.toString("utf8").match(CERT_BLOCK) ?? [];
   if (blocks.length === 0) throw new ConfigError(variable, `${path} holds no PEM certificate`);
   return blocks.map((block, index) => {
@@ -42,7 +44,8 @@ function certificates(pem: Buffer, path: string, variable: string): X509Certific
   });
 }
 
-function privateKey(pem: Buffer, path: string, variable: string): KeyObject {
+/** The PEM private key in `pem`, or a ConfigError naming `variable` (never echoing the key). */
+export function parsePrivateKey(pem: Buffer, path: string, variable: string): KeyObject {
   if (!pem.toString("utf8").includes("PRIVATE KEY-----")) {
     throw new ConfigError(variable, `${path} holds no PEM private key`);
   }
@@ -59,12 +62,12 @@ function privateKey(pem: Buffer, path: string, variable: string): KeyObject {
 
 /** Reads and validates the files of `tls`; throws ConfigError naming the offending variable. */
 export function loadTlsMaterial(tls: TlsConfig): TlsMaterial {
-  const cert = read(tls.certFile, "AUTHZ_TLS_CERT_FILE");
-  const key = read(tls.keyFile, "AUTHZ_TLS_KEY_FILE");
-  const [leaf] = certificates(cert, tls.certFile, "AUTHZ_TLS_CERT_FILE");
+  const cert = readTlsFile(tls.certFile, "AUTHZ_TLS_CERT_FILE");
+  const key = readTlsFile(tls.keyFile, "AUTHZ_TLS_KEY_FILE");
+  const [leaf] = parseCertificates(cert, tls.certFile, "AUTHZ_TLS_CERT_FILE");
   if (leaf === undefined)
     throw new ConfigError("AUTHZ_TLS_CERT_FILE", `${tls.certFile} holds no PEM certificate`);
-  const keyObject = privateKey(key, tls.keyFile, "AUTHZ_TLS_KEY_FILE");
+  const keyObject = parsePrivateKey(key, tls.keyFile, "AUTHZ_TLS_KEY_FILE");
   if (!leaf.checkPrivateKey(keyObject)) {
     throw new ConfigError(
       "AUTHZ_TLS_KEY_FILE",
@@ -73,8 +76,8 @@ export function loadTlsMaterial(tls: TlsConfig): TlsMaterial {
   }
   const material: TlsMaterial = { key, cert, leaf };
   if (tls.clientCaFile !== undefined) {
-    const clientCa = read(tls.clientCaFile, "AUTHZ_TLS_CLIENT_CA_FILE");
-    certificates(clientCa, tls.clientCaFile, "AUTHZ_TLS_CLIENT_CA_FILE");
+    const clientCa = readTlsFile(tls.clientCaFile, "AUTHZ_TLS_CLIENT_CA_FILE");
+    parseCertificates(clientCa, tls.clientCaFile, "AUTHZ_TLS_CLIENT_CA_FILE");
     material.clientCa = clientCa;
   }
   return material;

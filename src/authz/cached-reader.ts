@@ -65,7 +65,8 @@ export class CachedReader implements Reader {
    * the loaded map already reflects only cause a harmless reload.
    */
   async start(hub: ChangeHub): Promise<void> {
-    this.#detach = hub.addListener({
+    // Once, however often a failed start is retried (a follower's first sync).
+    this.#detach ??= hub.addListener({
       onChanges: (changes) => this.#onChanges(changes),
       onInterrupted: (error) => this.#onInterrupted(error),
       onResumed: () => this.#onResumed(),

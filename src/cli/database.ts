@@ -5,7 +5,7 @@ import { ChangeHub } from "../authz/change-hub.ts";
 import { UnavailableError } from "../authz/errors.ts";
 import { createDirectReader } from "../authz/reader.ts";
 import type { Store } from "../authz/store.ts";
-import { type Config, redactDatabase } from "../config.ts";
+import { type Config, ConfigError, redactDatabase } from "../config.ts";
 import { type Logger, migrate, openStore } from "../store/index.ts";
 
 /**
@@ -29,7 +29,18 @@ function causeKeeper(): { logger: Logger; explain(error: unknown, database: stri
   };
 }
 
+/** These commands read DATABASE_URL; a follower's configuration has none to offer. */
+function assertDatabase(config: Config): void {
+  if (config.upstream) {
+    throw new ConfigError(
+      "AUTHZ_UPSTREAM",
+      "is set: a follower keeps no database; run this command with the upstream's DATABASE_URL",
+    );
+  }
+}
+
 async function withStore<T>(config: Config, fn: (authz: Authz) => Promise<T>): Promise<T> {
+  assertDatabase(config);
   const causes = causeKeeper();
   let store: Store;
   try {
@@ -54,6 +65,7 @@ async function withStore<T>(config: Config, fn: (authz: Authz) => Promise<T>): P
 }
 
 export async function migrateCommand(config: Config): Promise<number> {
+  assertDatabase(config);
   const causes = causeKeeper();
   await migrate(config.database, causes.logger).catch((error: unknown) => {
     throw causes.explain(error, redactDatabase(config.database));

@@ -33,6 +33,15 @@ export function createAuthzService(authz: Authz, guard: Guard): ServiceImpl<type
   return mapErrors({ ...queryHandlers(authz, guard), ...storeHandlers(authz, guard) });
 }
 
+/** A follower's service: reads answered here (from its caches), everything else by `forwarded`. */
+export function createFollowerService(
+  queries: AuthzQueries,
+  guard: Guard,
+  forwarded: ForwardedHandlers,
+): ServiceImpl<typeof AuthzService> {
+  return { ...mapErrors(queryHandlers(queries, guard)), ...forwarded };
+}
+
 function queryHandlers(
   authz: AuthzQueries,
   guard: Guard,

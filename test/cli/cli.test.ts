@@ -51,6 +51,17 @@ describe("command line basics", () => {
     expectOneLineFailure(result, "DATABASE_URL: must start with postgres://");
   });
 
+  it("refuses the database commands in a follower's configuration (AUTHZ_UPSTREAM), which has no database", async () => {
+    for (const args of [["migrate"], ["check", "--user", USER, "--permission", "CAN_MANAGE_USERS"]]) {
+      const result = await runCli(args, { AUTHZ_UPSTREAM: "127.0.0.1:1" });
+      expectOneLineFailure(
+        result,
+        "flip-authz: AUTHZ_UPSTREAM: is set: a follower keeps no database; run this command with the upstream's DATABASE_URL",
+      );
+      expect(result.code).toBe(1);
+    }
+  });
+
   it("reports an unreachable database in one line without its password", async () => {
     const result = await runCli(["check", "--user", USER, "--permission", "CAN_MANAGE_USERS"], {
       DATABASE_URL: "postgres://flip:hunter2secret@127.0.0.1:1/flip",
