@@ -7,25 +7,22 @@
 //   npm run bench -- throughput   only check throughput
 //   npm run bench -- propagation  only propagation latency
 //   npm run bench -- guard        only the route guard (ext_authz, /forward-auth; bench/guard.ts)
+//   npm run bench -- follower     only the follower's (bench/follower.ts)
 
-import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { promisify } from "node:util";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
+import { create, toBinary } from "@bufbuild/protobuf";
 import pg from "pg";
-import {
-  CheckPermissionRequestSchema,
-  CheckPermissionResponseSchema,
-} from "../gen/flip/authz/v1/authz_pb.ts";
+import { CheckPermissionRequestSchema } from "../gen/flip/authz/v1/authz_pb.ts";
 import { startApp } from "../src/app.ts";
 import { NIL_UUID } from "../src/authz/ids.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/logger.ts";
 import { openStore } from "../src/store/index.ts";
+import { followerBench } from "./follower.ts";
 import { guardBench } from "./guard.ts";
+import { checkOnce, grpcFrame, h2load, startServer, stopServer } from "./load.ts";
 
 const ADMIN_URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const HOT_USER = "6f0c1f4e-2a53-4c7e-9d8b-0a1b2c3d4e5f";
@@ -61,73 +58,6 @@ async function postgres(): Promise<{ url: string; drop: () => Promise<void> } | 
   };
 }
 
-function startServer(
-  mode: string,
-  env: Record<string, string>,
-): Promise<{ port: number; child: ChildProcess }> {
-  const child = spawn(process.execPath, [join(import.meta.dirname, "server.ts"), mode], {
-    env: { ...process.env, ...env },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  return new Promise((resolve, reject) => {
-    let out = "";
-    child.stdout?.on("data", (chunk: Buffer) => {
-      out += chunk.toString();
-      const line = out.split("\n").find((l) => l.startsWith("{"));
-      if (line) resolve({ port: (JSON.parse(line) as { port: number }).port, child });
-    });
-    child.once("exit", (code) => reject(new Error(`${mode} server exited with ${code}`)));
-  });
-}
-
-async function stopServer(child: ChildProcess): Promise<void> {
-  const exited = new Promise((resolve) => child.once("exit", resolve));
-  child.kill("SIGTERM");
-  await exited;
-}
-
-/** One real call first: h2load counts an HTTP 200 with a non-zero grpc-status as a success. */
-function checkOnce(port: number, request: Uint8Array): Promise<{ allowed: boolean }> {
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  return new Promise((resolve, reject) => {
-    client.makeUnaryRequest(
-      "/flip.authz.v1.AuthzService/CheckPermission",
-      (bytes: Uint8Array) => Buffer.from(bytes),
-      (bytes: Buffer) => fromBinary(CheckPermissionResponseSchema, bytes),
-      request,
-      (error, response) => {
-        client.close();
-        if (error || !response) reject(error ?? new Error("no response"));
-        else resolve(response);
-      },
-    );
-  });
-}
-
-function grpcFrame(message: Uint8Array): Buffer {
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  Buffer.from(message).copy(frame, 5);
-  return frame;
-}
-
-/** Asynchronous, so the bench process's own writer keeps running during the load. */
-async function h2load(port: number, bodyFile: string, requests: number): Promise<number> {
-  const { stdout: output } = await promisify(execFile)(
-    "h2load",
-    [
-      ...["-n", String(requests), "-c", "4", "-m", "25", "-t", "1"],
-      ...["-H", "content-type: application/grpc", "-H", "te: trailers", "-d", bodyFile],
-      `http://127.0.0.1:${port}/flip.authz.v1.AuthzService/CheckPermission`,
-    ],
-    { encoding: "utf8" },
-  );
-  const rate = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(output);
-  const succeeded = /requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded/.exec(output);
-  if (!rate?.[1] || Number(succeeded?.[1]) !== requests) throw new Error(`h2load failed:\n${output}`);
-  return Number(rate[1]);
-}
-
 async function throughput(databaseUrl: string): Promise<void> {
   const store = await openStore(loadConfig({ DATABASE_URL: databaseUrl }).database, { migrate: true });
   await store.assignRole(HOT_USER, "10b64ed0-bc90-4c01-9cc3-933c704905c1", NIL_UUID);
@@ -156,7 +86,7 @@ async function throughput(databaseUrl: string): Promise<void> {
     ["CheckPermission, cached", "app", cached, requests],
     ["CheckPermission, fully_consistent", "app", full, Math.ceil(requests / 10)],
   ] as const) {
-    const { port, child } = await startServer(mode, env);
+    const { port, child } = await startServer([join(import.meta.dirname, "server.ts"), mode], env);
     try {
       const answer = await checkOnce(port, payload.bytes);
       if (!answer.allowed) throw new Error(`${label}: the warm-up check was denied`);
@@ -169,7 +99,7 @@ async function throughput(databaseUrl: string): Promise<void> {
 
   // Checks of the hot user while 100 writes/s change that same user's roles (each write invalidates
   // its cache entry on this replica, via the change feed).
-  const { port, child } = await startServer("app", env);
+  const { port, child } = await startServer([join(import.meta.dirname, "server.ts"), "app"], env);
   const writerStore = await openStore(loadConfig({ DATABASE_URL: databaseUrl }).database, { migrate: false });
   let writes = 0;
   let running = true;
@@ -285,6 +215,10 @@ try {
     else say("Propagation: skipped (no PostgreSQL at TEST_POSTGRES_URL)");
   }
   if (wants("guard")) await guardBench(say);
+  if (wants("follower")) {
+    if (database) await followerBench(database.url, say);
+    else say("Follower: skipped (no PostgreSQL at TEST_POSTGRES_URL)");
+  }
 } finally {
   await database?.drop();
 }
