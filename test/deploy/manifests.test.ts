@@ -301,6 +301,57 @@ describe("Kubernetes", () => {
       }
     }
   });
+
+  it("followers (AUTHZ_UPSTREAM): the upstream is a flip-authz Service's gRPC port that accepts their token; they listen on loopback, asked by the Envoy in their pod", () => {
+    const followers = workloads.flatMap((w) =>
+      containersOf(w.pod)
+        .filter(isFlipAuthz)
+        .map((container) => ({ ...w, container, env: environmentOf(container, w.namespace, w.where) }))
+        .filter(({ env }) => env.AUTHZ_UPSTREAM !== undefined),
+    );
+    expect(followers.length).toBeGreaterThan(0);
+    for (const { where, namespace, pod, container, env } of followers) {
+      const at = `${where} ${String(container.name)}`;
+      const config = loadConfig(env);
+      const upstream = config.upstream;
+      expect(upstream, at).toBeDefined();
+      const service = serviceAt(upstream?.host ?? "");
+      expect(service, `${at}: ${upstream?.host} is a Service in deploy/`).toBeDefined();
+      const port = list(node(service?.spec).ports).find(
+        (p) => `${upstream?.host}:${String(p.port)}` === upstream?.target,
+      );
+      expect(port, `${at}: the Service has the port of ${upstream?.target}`).toBeDefined();
+      const targets = targetOf(service as Node, port as Node);
+      expect(targets.length).toBeGreaterThan(0);
+      for (const { container: upstreamContainer, port: containerPort } of targets) {
+        expect(isFlipAuthz(upstreamContainer)).toBe(true);
+        expect(containerPort.name, `${at}: reaches the upstream's gRPC listener`).toBe("grpc");
+        const upstreamEnv = environmentOf(upstreamContainer, namespaceOf(service as Node), at);
+        expect(upstreamEnv.AUTHZ_UPSTREAM, `${at}: the upstream keeps the database`).toBeUndefined();
+        const tokens = loadConfig(upstreamEnv).serviceTokens;
+        expect(tokens, `${at}: AUTHZ_UPSTREAM_TOKEN is one of the upstream's service tokens`).toContain(
+          upstream?.token,
+        );
+      }
+      // A sidecar: reachable from its own pod only, where an Envoy asks it.
+      expect(config.grpcListen.host, at).toBe("127.0.0.1");
+      expect(config.httpListen.host, at).toBe("127.0.0.1");
+      const mounted = new Set(list(pod.volumes).map((volume) => String(node(volume.configMap).name)));
+      const podEnvoys = envoys.filter(({ where: w }) =>
+        [...mounted].some((name) => {
+          const configMap = find("ConfigMap", namespace, name);
+          return configMap !== undefined && kube.some((k) => k.doc === configMap && w.startsWith(k.where));
+        }),
+      );
+      expect(podEnvoys.length, `${at}: an Envoy in its pod`).toBeGreaterThan(0);
+      for (const { where: envoyAt, doc } of podEnvoys) {
+        const cluster = list(node(doc.static_resources).clusters).find((c) => c.name === "flip_authz");
+        expect(JSON.stringify(cluster?.load_assignment), envoyAt).toContain(
+          `"address":"127.0.0.1","port_value":${config.grpcListen.port}`,
+        );
+      }
+    }
+  });
 });
 
 describe("Envoy", () => {
