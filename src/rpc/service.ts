@@ -23,9 +23,9 @@ import { toConnectError } from "./errors.ts";
  */
 export type Guard = (ctx: HandlerContext, method: RpcMethod, subjects: readonly string[]) => Promise<string>;
 
-/** The RPCs a follower answers itself; it forwards the others (FORWARDED) to its upstream. */
+/** The RPCs a follower answers itself; it forwards the others to its upstream. */
 type QueryMethods = "checkPermission" | "checkPermissions" | "getProfile" | "listRoles" | "listPermissions";
-export type ForwardedMethods = Exclude<keyof ServiceImpl<typeof AuthzService>, QueryMethods>;
+type ForwardedMethods = Exclude<keyof ServiceImpl<typeof AuthzService>, QueryMethods>;
 export type ForwardedHandlers = Pick<ServiceImpl<typeof AuthzService>, ForwardedMethods>;
 
 /** Every RPC answered here: the database-backed service. */

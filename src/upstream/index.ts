@@ -7,7 +7,6 @@ import { createForwarder, type Forwarded } from "./forward.ts";
 import { ProblemLog, type UpstreamLogger } from "./problems.ts";
 import { UpstreamSource } from "./source.ts";
 
-export type { Forwarded } from "./forward.ts";
 export type { UpstreamSource } from "./source.ts";
 
 export interface Upstream {
