@@ -35,6 +35,8 @@ export interface ServeOptions {
 }
 
 const running = new Set<ServeProcess>();
+/** Every child spawned and not yet exited, including one still starting when its test gave up. */
+const children = new Set<ChildProcess>();
 
 /** Starts `flip-authz serve` with `env` and resolves once it logs that it listens. */
 export async function startServe(env: Record<string, string>, options: ServeOptions): Promise<ServeProcess> {
@@ -51,6 +53,8 @@ export async function startServe(env: Record<string, string>, options: ServeOpti
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  children.add(child);
+  child.on("exit", () => children.delete(child));
   const logs: string[] = [];
   let partial = "";
   const collect = (chunk: Buffer) => {
@@ -109,9 +113,13 @@ export async function startServe(env: Record<string, string>, options: ServeOpti
   return process_;
 }
 
-/** Stops every process still running (for afterAll, whatever a test left behind). */
+/** Stops every process still running (for afterAll, whatever a test left behind, started or not). */
 export async function stopAll(): Promise<void> {
   await Promise.all([...running].map((p) => p.stop()));
+  for (const child of children) {
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+  }
 }
 
 /**
