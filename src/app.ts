@@ -26,6 +26,7 @@ import { createGuard } from "./rpc/guard.ts";
 import { createAuthzService, createFollowerService } from "./rpc/service.ts";
 import { createBrowserPolicy } from "./server/browser-policy.ts";
 import { registerCacheMetrics } from "./server/cache-metrics.ts";
+import { loadConsole } from "./server/console.ts";
 import { createHealthState, type HealthState } from "./server/health.ts";
 import { type RunningServers, startServers } from "./server/listen.ts";
 import { createRpcMetrics } from "./server/metrics.ts";
@@ -90,6 +91,7 @@ function prepare(config: Config, logger: Logger) {
     }
   }
   const security = createTransportSecurity(config.tls);
+  const consoleSite = config.console ? loadConsole() : undefined;
   if (openWarning) logger.warn(openWarning);
   const certificate = security.certificate;
   if (certificate) {
@@ -172,6 +174,7 @@ async function listen(
       }),
       changesState: (method) =>
         method.parent.typeName === AuthzService.typeName && WRITE_METHODS.has(method.name),
+      ...(consoleSite && { console: consoleSite }),
     },
   }).catch(async (error: unknown) => {
     await closeData().catch(() => {});

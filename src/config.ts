@@ -70,6 +70,8 @@ export interface Config {
   corsOrigins: string[];
   /** AUTHZ_ROUTES_FILE: the route table for ext_authz and forward auth (read and checked at start). */
   routesFile?: string;
+  /** Serve the web console at /console/ on the HTTP listener (`AUTHZ_CONSOLE`, default true). */
+  console: boolean;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -406,6 +408,7 @@ export function loadConfig(env: Env = process.env): Config {
     allowUnauthenticated: boolean(env, "AUTHZ_ALLOW_UNAUTHENTICATED", false),
     allowedHosts: list(env, "AUTHZ_ALLOWED_HOSTS").map((entry) => parseHostPattern(entry)),
     corsOrigins: list(env, "AUTHZ_CORS_ORIGINS").map((entry) => parseOrigin(entry)),
+    console: boolean(env, "AUTHZ_CONSOLE", true),
   };
   if (jwt) config.jwt = jwt;
   if (tls) config.tls = tls;

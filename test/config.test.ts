@@ -28,6 +28,7 @@ describe("configuration", () => {
       allowUnauthenticated: false,
       allowedHosts: [],
       corsOrigins: [],
+      console: true,
     });
     expect(config.jwt).toBeUndefined();
     expect(config.tls).toBeUndefined();
@@ -56,6 +57,7 @@ describe("configuration", () => {
       AUTHZ_TLS_KEY_FILE: "key.pem",
       AUTHZ_TLS_CLIENT_CA_FILE: "ca.pem",
       AUTHZ_ALLOW_UNAUTHENTICATED: "true",
+      AUTHZ_CONSOLE: "false",
     });
     expect(config.database).toEqual({
       kind: "postgres",
@@ -76,6 +78,7 @@ describe("configuration", () => {
     });
     expect(config.tls).toEqual({ certFile: "cert.pem", keyFile: "key.pem", clientCaFile: "ca.pem" });
     expect(config.allowUnauthenticated).toBe(true);
+    expect(config.console).toBe(false);
   });
 
   it.each([
@@ -90,6 +93,7 @@ describe("configuration", () => {
     [{ AUTHZ_MAX_BATCH: "ten" }, "AUTHZ_MAX_BATCH", "whole number"],
     [{ AUTHZ_USER_CACHE_SIZE: "-1" }, "AUTHZ_USER_CACHE_SIZE", "whole number"],
     [{ AUTHZ_MIGRATE_ON_START: "maybe" }, "AUTHZ_MIGRATE_ON_START", "true or false"],
+    [{ AUTHZ_CONSOLE: "off-ish" }, "AUTHZ_CONSOLE", "true or false"],
     [{ AUTHZ_SHUTDOWN_GRACE_MS: "1.5" }, "AUTHZ_SHUTDOWN_GRACE_MS", "whole number"],
     [{ AUTHZ_JWT_ISSUER: "not a url" }, "AUTHZ_JWT_ISSUER", "must be a URL"],
     [{ AUTHZ_JWT_AUDIENCE: "abc" }, "AUTHZ_JWT_AUDIENCE", "AUTHZ_JWT_ISSUER is not"],

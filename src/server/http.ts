@@ -1,6 +1,7 @@
 // The HTTP listener (node:http, HTTP/1.1): the same ServiceImpl over the Connect protocol (JSON and binary)
-// and gRPC-Web via connect-node, plus the operator endpoints GET /healthz, /readyz and /metrics, and the
-// route guard's /forward-auth and /ext-authz/… (forward-auth.ts) when given.
+// and gRPC-Web via connect-node, plus the operator endpoints GET /healthz, /readyz and /metrics, the route
+// guard's /forward-auth and /ext-authz/… (forward-auth.ts) and the web console under /console/ (console.ts)
+// when given.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import {
@@ -13,6 +14,7 @@ import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@c
 import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
 import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
 import { createConnectAdapter } from "./connect-adapter.ts";
+import type { ConsoleSite } from "./console.ts";
 import { type ForwardAuthHandler, isForwardAuthPath } from "./forward-auth.ts";
 import type { HealthState } from "./health.ts";
 import type { RpcMetrics } from "./metrics.ts";
@@ -47,6 +49,8 @@ export interface HttpServiceOptions<S extends DescService> {
   changesState?: (method: DescMethod) => boolean;
   /** /forward-auth and /ext-authz/…, any method. */
   forwardAuth?: ForwardAuthHandler;
+  /** The web console, served at /console/ (console.ts); without it, those paths are not found. */
+  console?: ConsoleSite;
 }
 
 /** Probe paths answer whatever the Host: they reveal nothing and change nothing (kubelet sends the pod IP). */
@@ -111,6 +115,7 @@ export function createHttpHandler<S extends DescService>(
       if (!admitted) return;
     }
     if (forwardAuth) return options.forwardAuth?.(request, response, path);
+    if (options.console?.handle(request, response, path)) return;
     if (request.method === "GET" || request.method === "HEAD") {
       if (path === "/healthz") return text(response, 200, "ok\n");
       if (path === "/readyz") {

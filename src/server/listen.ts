@@ -12,6 +12,7 @@ import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { RouteGuard } from "../guard/decide.ts";
 import type { BrowserPolicy } from "./browser-policy.ts";
+import type { ConsoleSite } from "./console.ts";
 import { addExtAuthzService } from "./ext-authz.ts";
 import { createForwardAuthHandler } from "./forward-auth.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer, type GrpcServerCall } from "./grpc.ts";
@@ -61,6 +62,8 @@ export interface ServersOptions<S extends DescService> {
     browserPolicy?: BrowserPolicy;
     /** Which of the service's methods change state (refused from an untrusted web Origin). */
     changesState?: (method: DescMethod) => boolean;
+    /** The web console at /console/; absent: not served. */
+    console?: ConsoleSite;
   };
 }
 
@@ -117,6 +120,7 @@ export async function startServers<S extends DescService>(
     browserPolicy: options.http.browserPolicy,
     changesState: options.http.changesState,
     ...(guard && { forwardAuth: createForwardAuthHandler(guard, metrics.decision) }),
+    console: options.http.console,
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });
