@@ -10,6 +10,8 @@ RUN npm ci --omit=dev --no-audit --no-fund --ignore-scripts
 COPY bin ./bin
 COPY src ./src
 COPY gen ./gen
+# The web console, built and committed (npm run build:console): served at /console/ unless AUTHZ_CONSOLE=false.
+COPY console/dist ./console/dist
 RUN mkdir -p /app/data
 
 FROM gcr.io/distroless/nodejs24-debian12:nonroot AS runtime
