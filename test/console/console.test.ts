@@ -13,6 +13,7 @@ import { CONSOLE_CSP } from "../../src/server/console.ts";
 import { type AppDatabase, createSqliteDatabase, startTestApp, type TestApp } from "../helpers/app.ts";
 import { type Browser, launchBrowser } from "../helpers/browser.ts";
 import { CLIENT_ID, ISSUER, signAccessToken } from "../helpers/keys.ts";
+import { freePort } from "../helpers/ports.ts";
 import {
   createConnectClient,
   createGrpcClient,
@@ -94,6 +95,24 @@ function expectCleanTraffic(browser: Browser, base: string) {
       !/^console: Failed to load resource: the server responded with a status of 40[0134] /.test(error),
   );
   expect(unexpected).toEqual([]);
+}
+
+/**
+ * Changes `user`'s roles until the Changes page shows a change (its stream starts "from now", and may
+ * still be opening on the server); resolves to the revision of the last write, once it is shown.
+ */
+async function firstChangeSeen(page: Page, server: TestApp, user: string): Promise<string> {
+  const table = region(page, "Changes").getByRole("table");
+  const before = await table.locator("tbody tr").count();
+  let revision = "";
+  for (let i = 0; i < 50 && (await table.locator("tbody tr").count()) === before; i++) {
+    const roles = [i % 2 === 0 ? "Viewer" : "Researcher"];
+    revision = (await server.client.call(AuthzService.method.setUserRoles, { userId: user, roles }))
+      .writtenAt;
+    await page.waitForTimeout(100);
+  }
+  await table.getByRole("cell", { name: revision, exact: true }).waitFor();
+  return revision;
 }
 
 describe.skipIf(!chromium.available)("the console in open mode", () => {
@@ -391,14 +410,7 @@ describe.skipIf(!chromium.available)("the console in open mode", () => {
     await changes.getByRole("status").filter({ hasText: "Watching for changes" }).waitFor();
     const table = changes.getByRole("table");
     const user = randomUUID();
-    // The stream may still be opening on the server: write until the first change shows up.
-    let assigned: { writtenAt: string } | undefined;
-    for (let i = 0; i < 50 && (await table.locator("tbody tr").count()) === 0; i++) {
-      const role = i % 2 === 0 ? "Viewer" : "Researcher";
-      assigned = await server.client.call(AuthzService.method.setUserRoles, { userId: user, roles: [role] });
-      await page.waitForTimeout(100);
-    }
-    await table.getByRole("cell", { name: assigned?.writtenAt, exact: true }).waitFor();
+    const assigned = await firstChangeSeen(page, server, user);
     const updated = await server.client.call(AuthzService.method.updateProfile, {
       userId: user,
       name: "Zed",
@@ -407,7 +419,7 @@ describe.skipIf(!chromium.available)("the console in open mode", () => {
     await table.locator("tbody tr").first().getByRole("cell", { name: "profile", exact: true }).waitFor();
     const rows = await rowsOf(table);
     expect(rows[0]?.slice(1)).toEqual(["profile", user]);
-    expect(rows[1]).toEqual([assigned?.writtenAt, "user roles", user]);
+    expect(rows[1]).toEqual([assigned, "user roles", user]);
     expect(Number(rows[0]?.[0])).toBeGreaterThan(Number(rows[1]?.[0]));
     await browser.screenshot(page, "changes");
     await page.close();
@@ -415,6 +427,56 @@ describe.skipIf(!chromium.available)("the console in open mode", () => {
 
   it("made no request to another origin; every file carried the CSP and nosniff; no console error", () => {
     expectCleanTraffic(browser, base);
+  });
+});
+
+describe.skipIf(!chromium.available)("the Changes page across a restart of the service", () => {
+  let db: AppDatabase;
+  let browser: Browser;
+  const servers: TestApp[] = [];
+  beforeAll(async () => {
+    db = await createSqliteDatabase();
+    browser = await launchBrowser(chromium.path as string);
+  });
+  afterAll(async () => {
+    await browser?.close();
+    for (const server of servers) await server.close();
+    await db?.close();
+  });
+
+  it("says the stream broke, reconnects by itself and resumes after the last revision shown", async () => {
+    const port = await freePort();
+    const start = async () => {
+      const server = await startTestApp(db.url, { AUTHZ_HTTP_LISTEN: `127.0.0.1:${port}` });
+      servers.push(server);
+      return server;
+    };
+    const first = await start();
+    const page = await browser.newPage();
+    await openConsole(page, first.httpBase);
+    const changes = await visit(page, "Changes");
+    const user = randomUUID();
+    const seen = await firstChangeSeen(page, first, user);
+
+    await first.close();
+    expect(await alertIn(changes)).toMatch(/^The change stream broke; trying again in \d+ s: \[\w+\]/);
+    const second = await start();
+    // Written at once: whether the page has reconnected yet or not, it asks for what came after `seen`.
+    const updated = await second.client.call(AuthzService.method.updateProfile, {
+      userId: user,
+      name: "Back",
+    });
+    expect(updated.profile?.name).toBe("Back");
+    const table = changes.getByRole("table");
+    await table.locator("tbody tr").first().getByRole("cell", { name: "profile", exact: true }).waitFor({
+      timeout: 20_000,
+    });
+    const rows = await rowsOf(table);
+    expect(rows[0]?.slice(1)).toEqual(["profile", user]);
+    expect(rows.filter((row) => row[0] === seen)).toHaveLength(1);
+    expect(Number(rows[0]?.[0])).toBeGreaterThan(Number(seen));
+    expect(await changes.getByRole("alert").filter({ hasText: /\S/ }).count()).toBe(0);
+    await page.close();
   });
 });
 
