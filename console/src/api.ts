@@ -2,7 +2,7 @@
 // @connectrpc/connect-web and the generated messages in gen/, the same contract as every other client.
 // The bearer token, when there is one, is read from the session on each call.
 
-import { type Client, createClient, type Interceptor } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient, type Interceptor } from "@connectrpc/connect";
 import { createConnectTransport } from "@connectrpc/connect-web";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 
@@ -10,16 +10,26 @@ export type AuthzClient = Client<typeof AuthzService>;
 
 /**
  * A client for the service that served this page: the API lives at the root of the origin the console
- * is under (`/console/` → `/`), also behind a proxy that mounts both under one prefix.
+ * is under (`/console/` → `/`), also behind a proxy that mounts both under one prefix. `onRejected` hears
+ * of a call whose token the service no longer accepts (expired, its key retired).
  */
-export function createAuthzClient(token: () => string | null): AuthzClient {
-  const bearer: Interceptor = (next) => (request) => {
+export function createAuthzClient(
+  token: () => string | null,
+  onRejected: (error: ConnectError) => void = () => {},
+): AuthzClient {
+  const bearer: Interceptor = (next) => async (request) => {
     const value = token();
     if (value !== null) request.header.set("authorization", `Bearer ${value}`);
-    return next(request);
+    try {
+      return await next(request);
+    } catch (error) {
+      const refusal = ConnectError.from(error);
+      if (value !== null && refusal.code === Code.Unauthenticated) onRejected(refusal);
+      throw error;
+    }
   };
   const transport = createConnectTransport({
-    baseUrl: new URL("../", document.baseURI).href.replace(/\/$/, ""),
+    baseUrl: new URL("../", document.baseURI).href,
     interceptors: [bearer],
   });
   return createClient(AuthzService, transport);

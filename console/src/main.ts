@@ -5,7 +5,7 @@
 import { Code, ConnectError } from "@connectrpc/connect";
 import { createAuthzClient } from "./api.ts";
 import { createCatalog } from "./catalog.ts";
-import { byId, clear, onSubmit, showError } from "./dom.ts";
+import { byId, clear, describeError, onSubmit, showError } from "./dom.ts";
 import { createAuditPage } from "./pages/audit.ts";
 import { createChangesPage } from "./pages/changes.ts";
 import { createCheckPage } from "./pages/check.ts";
@@ -30,7 +30,16 @@ const app = byId("console", HTMLDivElement);
 
 /** The token this tab signed in with; null in open mode and before signing in. */
 let token: string | null = null;
-const client = createAuthzClient(() => token);
+const client = createAuthzClient(
+  () => token,
+  (refusal) => {
+    // The token stopped working (it expired): forget it and start afresh, saying why, on the sign-in form.
+    if (token === null) return;
+    token = null;
+    session.end(describeError(refusal));
+    location.replace(location.pathname);
+  },
+);
 
 /** Asks the service with `candidate` (null: no token); resolves to the error, or null when it answered. */
 async function probe(candidate: string | null): Promise<ConnectError | null> {
@@ -68,6 +77,8 @@ function showSignIn(): void {
   signIn.hidden = false;
   tokenInput.value = "";
   tokenInput.focus();
+  const ended = session.takeEndReason();
+  if (ended !== null) signInAlert.textContent = `Signed out: ${ended}`;
 }
 
 async function trySignIn(candidate: string): Promise<void> {

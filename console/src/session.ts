@@ -2,6 +2,8 @@
 // closes, and is never in localStorage or a cookie (so no other tab or request carries it by itself).
 
 const KEY = "flip-authz.access-token";
+/** Why the last session ended, shown once on the sign-in form after the page starts afresh. */
+const ENDED = "flip-authz.session-ended";
 
 export const session = {
   token(): string | null {
@@ -12,6 +14,17 @@ export const session = {
   },
   forget(): void {
     sessionStorage.removeItem(KEY);
+  },
+  /** Forgets the token, noting why, for the next start of the page to say. */
+  end(reason: string): void {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.setItem(ENDED, reason);
+  },
+  /** Why the last session ended, once (null when it was not ended by a refusal). */
+  takeEndReason(): string | null {
+    const reason = sessionStorage.getItem(ENDED);
+    sessionStorage.removeItem(ENDED);
+    return reason;
   },
 };
 

@@ -8,6 +8,7 @@ import { randomUUID } from "node:crypto";
 import type { Locator, Page } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService, type ListAuditEventsResponse } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { CLOCK_TOLERANCE_SECONDS } from "../../src/auth/jwt.ts";
 import { NIL_UUID } from "../../src/authz/ids.ts";
 import { CONSOLE_CSP } from "../../src/server/console.ts";
 import { type AppDatabase, createSqliteDatabase, startTestApp, type TestApp } from "../helpers/app.ts";
@@ -647,6 +648,30 @@ describe.skipIf(!chromium.available)("the console signed in with Cognito access 
     const changes = await visit(page, "Changes");
     expect(await alertIn(changes)).toMatch(/^\[permission_denied\] \S/);
     await changes.getByRole("status").filter({ hasText: "Not watching." }).waitFor();
+    await page.close();
+  });
+
+  it("a token that expires while signed in brings back the field, saying why, and is forgotten", async () => {
+    // Valid for about 8 s more (60 s of leeway past `exp`).
+    const expiresIn = 8 - CLOCK_TOLERANCE_SECONDS;
+    const token = await signAccessToken(pool.rsa, manager, { expiresIn });
+    const expiresAt = Date.now() + 8_000;
+    const page = await browser.newPage();
+    await page.goto(`${base}/console/`);
+    await signIn(page, token);
+    await page
+      .getByRole("status")
+      .filter({ hasText: `Signed in as ${manager}` })
+      .waitFor();
+    await page.waitForTimeout(expiresAt + 1500 - Date.now());
+    await page.getByRole("link", { name: "Roles", exact: true }).click();
+    await page.getByLabel("Access token").waitFor();
+    const refusal = await connect.unary(AuthzService.method.listRoles, {}, bearer(token));
+    expect(refusal.message).toMatch(/exp/);
+    expect(await alertIn(page.getByRole("region", { name: "Sign in" }))).toBe(
+      `Signed out: [unauthenticated] ${refusal.message}`,
+    );
+    expect(await storageOf(page)).toEqual({ session: {}, local: 0, cookie: "" });
     await page.close();
   });
 
