@@ -9,9 +9,9 @@ import { extname, join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** Where the built console is, in the repository and in the image. */
-export const CONSOLE_DIR = fileURLToPath(new URL("../../console/dist/", import.meta.url));
+const CONSOLE_DIR = fileURLToPath(new URL("../../console/dist/", import.meta.url));
 
-export const CONSOLE_PATH = "/console";
+const CONSOLE_PATH = "/console";
 
 /**
  * Only this origin's own files and calls: no inline script or style, no eval, no plugins, no framing, no
