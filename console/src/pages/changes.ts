@@ -1,4 +1,5 @@
-// Changes: WatchChanges from the moment the page is first opened, newest on top. The stream stays open
+// Changes: WatchChanges from the moment the page is first opened (after the revision a read answers then,
+// so a change made while the stream is still opening is not lost), newest on top. The stream stays open
 // while the console is; when it breaks (a restart, a network blip) it resumes after the last revision
 // shown, so nothing is missed or shown twice. Refusals (not allowed, signed out) stop it.
 
@@ -35,8 +36,12 @@ export function createChangesPage({ client }: Context): Page {
   let started = false;
   let after = "";
 
+  /** The revision the service has reached: watching after it misses nothing from this moment on. */
+  const now = async () => (await client.listPermissions({})).readAt;
+
   const watch = async (attempt: number): Promise<void> => {
     try {
+      if (after === "") after = await now();
       status.textContent = attempt === 0 ? "Watching for changes…" : "Reconnecting…";
       for await (const change of client.watchChanges({ after })) {
         if (attempt > 0) {
@@ -52,7 +57,7 @@ export function createChangesPage({ client }: Context): Page {
     } catch (error) {
       const code = error instanceof ConnectError ? error.code : Code.Unknown;
       if (code === Code.InvalidArgument && after !== "") {
-        // Away longer than the change log keeps: say so in the list, then watch from now.
+        // Away longer than the change log keeps: say so in the list, then watch from now (a fresh read).
         after = "";
         body.prepend(
           el("tr", {}, el("td", { colspan: "3", class: "muted" }, "Changes may have been missed here.")),

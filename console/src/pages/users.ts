@@ -50,12 +50,15 @@ export function createUsersPage({ client, catalog }: Context): Page {
     detail.hidden = false;
   };
 
-  /** GetProfile and the role list; true when something is shown. */
-  const lookUp = async (userId: string): Promise<boolean> => {
+  /**
+   * GetProfile (reflecting at least `atLeastAsFresh`: the revision of a write just made, so the page shows
+   * it even when another replica answers) and the role list; true when something is shown.
+   */
+  const lookUp = async (userId: string, atLeastAsFresh = ""): Promise<boolean> => {
     try {
       const roles = await catalog.roles();
       try {
-        const { profile } = await client.getProfile({ userId });
+        const { profile } = await client.getProfile({ userId, atLeastAsFresh });
         render(profile?.userId || userId.toLowerCase(), profile ?? null, roles);
       } catch (error) {
         if (!(error instanceof ConnectError && error.code === Code.NotFound)) throw error;
@@ -86,7 +89,7 @@ export function createUsersPage({ client, catalog }: Context): Page {
       .map((box) => box.value);
     try {
       const answer = await client.setUserRoles({ userId, roles: chosen });
-      if (await lookUp(userId)) {
+      if (await lookUp(userId, answer.writtenAt)) {
         const roles = answer.roles.length > 0 ? answer.roles.join(", ") : "none";
         status.textContent = answer.changed
           ? `Roles saved: ${roles} (revision ${answer.writtenAt}).`
@@ -102,12 +105,12 @@ export function createUsersPage({ client, catalog }: Context): Page {
     const userId = shown;
     clear(alert, status);
     try {
-      await client.updateProfile({
+      const answer = await client.updateProfile({
         userId,
         name: nameInput.value,
         organisation: organisationInput.value,
       });
-      if (await lookUp(userId)) status.textContent = "Profile saved.";
+      if (await lookUp(userId, answer.writtenAt)) status.textContent = "Profile saved.";
     } catch (error) {
       showError(alert, error, "Profile not saved: ");
     }
