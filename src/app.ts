@@ -104,8 +104,9 @@ function prepare(config: Config, logger: Logger) {
       );
     }
   }
-  return { authenticator, security, routes };
+  return { authenticator, security, routes, consoleSite };
 }
+
 
 type Prepared = ReturnType<typeof prepare>;
 
@@ -136,8 +137,9 @@ function routeGuard({ authenticator, routes }: Prepared, authz: AuthzQueries, lo
 async function listen(
   config: Config,
   logger: Logger,
-  { authenticator, security }: Prepared,
+  { authenticator, security, consoleSite }: Prepared,
   impl: ServiceImpl<typeof AuthzService>,
+
   guard: RouteGuard,
   reader: CachedReader,
   closeData: () => Promise<void>,
