@@ -107,7 +107,6 @@ function prepare(config: Config, logger: Logger) {
   return { authenticator, security, routes, consoleSite };
 }
 
-
 type Prepared = ReturnType<typeof prepare>;
 
 /** Whether the route table names only permissions `reader`'s catalog knows (throws RouteTableError). */
