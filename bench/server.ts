@@ -1,11 +1,18 @@
-// A server process for the benchmarks, so the load generator (h2load) and the server never share a core's
-// event loop. Modes:
-//   raw     grpc-js with protobuf-es (de)serializers and a no-op CheckPermission: the baseline
-//   bridge  our grpc-js bridge (src/server/grpc.ts) with a no-op Connect implementation
-//   app     the whole service (startApp) on DATABASE_URL, open mode
-// Prints one JSON line {"port": N} when listening; stops on SIGTERM.
+// A server process for the benchmarks, so the load generator and the server never share a core's event
+// loop (bench/harness.ts starts it pinned with taskset, on the same Node binary as the bench). Modes:
+//   noop          grpc-js with protobuf-es (de)serializers and a no-op CheckPermission, channelz off:
+//                 the reference for the hot path, at its best
+//   noop-channelz the same with grpc-js defaults (channelz on)
+//   bridge        our grpc-js bridge (src/server/grpc.ts) with a no-op Connect implementation
+//   connect-noop  connect-node (HTTP/1.1) with a no-op CheckPermission
+//   http-noop     bare node:http answering every POST with a fixed Connect JSON CheckPermission response
+// Prints one JSON line {"port": N, "httpPort": N} when listening; stops on SIGTERM. The service itself runs
+// through its real entry (bin/flip-authz.js, with the Node flags it sets): harness.ts startService.
 
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
 import {
   AuthzService,
@@ -14,19 +21,17 @@ import {
   type CheckPermissionResponse,
   CheckPermissionResponseSchema,
 } from "../gen/flip/authz/v1/authz_pb.ts";
-import { startApp } from "../src/app.ts";
-import { loadConfig } from "../src/config.ts";
-import { createLogger } from "../src/logger.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer } from "../src/server/grpc.ts";
 
 const mode = process.argv[2] ?? "app";
 const silent = { error() {}, warn() {}, info() {} };
 const answer = create(CheckPermissionResponseSchema, { allowed: true, grantedBy: ["Admin"], checkedAt: "1" });
 let stop: () => Promise<void>;
-let port: number;
+let port = 0;
+let httpPort = 0;
 
-if (mode === "raw") {
-  const server = new grpc.Server();
+function rawGrpc(options: grpc.ServerOptions): grpc.Server {
+  const server = new grpc.Server(options);
   server.addService(
     {
       CheckPermission: {
@@ -43,6 +48,23 @@ if (mode === "raw") {
     },
     { CheckPermission: (_call: unknown, callback: grpc.sendUnaryData<unknown>) => callback(null, answer) },
   );
+  return server;
+}
+
+async function listenHttp(handler: Parameters<typeof createServer>[1]): Promise<() => Promise<void>> {
+  const server = createServer(handler);
+  server.listen(0, "127.0.0.1");
+  await new Promise((resolve) => server.once("listening", resolve));
+  httpPort = (server.address() as AddressInfo).port;
+  return () =>
+    new Promise((resolve) => {
+      server.closeAllConnections();
+      server.close(() => resolve());
+    });
+}
+
+if (mode === "noop" || mode === "noop-channelz") {
+  const server = rawGrpc(mode === "noop" ? { "grpc.enable_channelz": 0 } : {});
   port = await bindGrpcServer(server, "127.0.0.1", 0);
   stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
 } else if (mode === "bridge") {
@@ -50,18 +72,25 @@ if (mode === "raw") {
   addGrpcService(server, AuthzService, { checkPermission: () => answer }, { logger: silent });
   port = await bindGrpcServer(server, "127.0.0.1", 0);
   stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
-} else {
-  const config = loadConfig({
-    ...process.env,
-    AUTHZ_GRPC_LISTEN: "127.0.0.1:0",
-    AUTHZ_HTTP_LISTEN: "127.0.0.1:0",
+} else if (mode === "connect-noop") {
+  const handler = connectNodeAdapter({
+    routes: (router) => router.service(AuthzService, { checkPermission: () => answer }),
   });
-  const app = await startApp(config, createLogger("error"));
-  port = app.grpcPort;
-  stop = () => app.shutdown();
+  stop = await listenHttp(handler);
+} else if (mode === "http-noop") {
+  const body = toJsonString(CheckPermissionResponseSchema, answer);
+  stop = await listenHttp((request, response) => {
+    request.resume();
+    request.once("end", () => {
+      response.writeHead(200, { "content-type": "application/json" });
+      response.end(body);
+    });
+  });
+} else {
+  throw new Error(`unknown mode ${mode}`);
 }
 
-process.stdout.write(`${JSON.stringify({ port })}\n`);
+process.stdout.write(`${JSON.stringify({ port, httpPort })}\n`);
 process.once("SIGTERM", () => {
   void stop().then(() => process.exit(0));
 });

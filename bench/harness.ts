@@ -1,0 +1,364 @@
+// What the scenarios share: servers in their own processes pinned to one core (bench/server.ts), the load
+// generator (h2load) pinned to the other, one real call before a load run, fresh PostgreSQL databases,
+// process memory and percentiles.
+
+import { execFile, spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { availableParallelism, tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import { fromBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import pg from "pg";
+import { CheckPermissionResponseSchema } from "../gen/flip/authz/v1/authz_pb.ts";
+import type { PostgresAccess } from "./report.ts";
+
+export const run = promisify(execFile);
+
+/** With two or more cores: servers on the last one, load generators on the first. */
+const CORES = availableParallelism();
+export const SERVER_CPU = CORES > 1 ? String(CORES - 1) : undefined;
+export const LOAD_CPU = CORES > 1 ? "0" : undefined;
+
+/** `command args` pinned to `cpu` with taskset (which execs, so the pid is the command's). */
+export function pinned(cpu: string | undefined, command: string, args: string[]): [string, string[]] {
+  return cpu === undefined ? [command, args] : ["taskset", ["-c", cpu, command, ...args]];
+}
+
+export interface BenchServer {
+  /** gRPC port (0 for the HTTP-only references). */
+  port: number;
+  /** HTTP port (0 for the gRPC-only references). */
+  httpPort: number;
+  pid: number;
+  /** Resident set size now, in MB (from /proc). */
+  rssMb(): number;
+  /** The V8 heap after a full GC, over the inspector (only for a service started with `inspect`). */
+  heap(): Promise<{ usedMb: number; totalMb: number }>;
+  stop(): Promise<void>;
+}
+
+export interface ServerOptions {
+  env?: Record<string, string>;
+  /** Node flags placed before the script, e.g. ["--max-semi-space-size=0"]. */
+  nodeArgs?: string[];
+  /** Defaults to SERVER_CPU. */
+  cpu?: string | undefined;
+}
+
+/** A reference server: `bench/server.ts <mode>` in its own process on the same Node binary as this one. */
+export function startServer(mode: string, options: ServerOptions = {}): Promise<BenchServer> {
+  return spawnServer(join(import.meta.dirname, "server.ts"), [mode], options, (line) => {
+    const parsed = JSON.parse(line) as { port?: number; httpPort?: number };
+    return parsed.port === undefined ? undefined : { port: parsed.port, httpPort: parsed.httpPort ?? 0 };
+  });
+}
+
+export interface ServiceOptions extends ServerOptions {
+  /** Opens the inspector on this port, so heap() can measure the heap after a full GC. */
+  inspectPort?: number;
+}
+
+/**
+ * The service through its real entry, `bin/flip-authz.js serve` (so with the Node flags it sets), in open
+ * mode on free loopback ports; `env` adds DATABASE_URL and the rest.
+ */
+export async function startService(options: ServiceOptions = {}): Promise<BenchServer> {
+  const entry = join(import.meta.dirname, "..", "bin", "flip-authz.js");
+  const server = await spawnServer(
+    entry,
+    ["serve"],
+    {
+      ...options,
+      nodeArgs: [
+        ...(options.nodeArgs ?? []),
+        ...(options.inspectPort === undefined ? [] : [`--inspect=127.0.0.1:${options.inspectPort}`]),
+      ],
+      env: {
+        AUTHZ_LOG_LEVEL: "info",
+        AUTHZ_GRPC_LISTEN: "127.0.0.1:0",
+        AUTHZ_HTTP_LISTEN: "127.0.0.1:0",
+        ...options.env,
+      },
+    },
+    (line) => {
+      const parsed = JSON.parse(line) as { msg?: string; grpc?: string; http?: string };
+      if (parsed.msg !== "flip-authz listening") return undefined;
+      const port = (address?: string) => Number(address?.slice(address.lastIndexOf(":") + 1));
+      return { port: port(parsed.grpc), httpPort: port(parsed.http) };
+    },
+  );
+  if (options.inspectPort === undefined) return server;
+  const inspectPort = options.inspectPort;
+  return { ...server, heap: () => heapAfterGc(inspectPort) };
+}
+
+function spawnServer(
+  script: string,
+  scriptArgs: string[],
+  options: ServerOptions,
+  ready: (line: string) => { port: number; httpPort: number } | undefined,
+): Promise<BenchServer> {
+  const [command, args] = pinned(options.cpu ?? SERVER_CPU, process.execPath, [
+    ...(options.nodeArgs ?? []),
+    script,
+    ...scriptArgs,
+  ]);
+  const child = spawn(command, args, {
+    env: { ...process.env, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  child.stderr?.on("data", (chunk: Buffer) => {
+    // The inspector's banner is expected; anything else is worth seeing.
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | null>((resolve) => child.once("exit", resolve));
+  return new Promise((resolve, reject) => {
+    let buffered = "";
+    let found = false;
+    child.stdout?.on("data", (chunk: Buffer) => {
+      if (found) return;
+      buffered += chunk.toString();
+      for (const line of buffered.split("\n")) {
+        if (!line.startsWith("{")) continue;
+        let ports: { port: number; httpPort: number } | undefined;
+        try {
+          ports = ready(line);
+        } catch {
+          ports = undefined;
+        }
+        if (!ports) continue;
+        found = true;
+        const pid = child.pid ?? 0;
+        resolve({
+          ...ports,
+          pid,
+          rssMb: () => rssMb(pid),
+          heap: () => Promise.reject(new Error("heap(): start the service with inspectPort")),
+          async stop() {
+            if (child.exitCode !== null) return;
+            child.kill("SIGTERM");
+            const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
+            await exited;
+            clearTimeout(timer);
+          },
+        });
+        return;
+      }
+      buffered = buffered.slice(buffered.lastIndexOf("\n") + 1);
+    });
+    void exited.then((code) => {
+      if (!found) reject(new Error(`${script} ${scriptArgs.join(" ")} exited with ${code}:\n${stderr}`));
+    });
+  });
+}
+
+/** Over the Chrome DevTools protocol: two full GCs, then the heap's used and total size. */
+async function heapAfterGc(inspectPort: number): Promise<{ usedMb: number; totalMb: number }> {
+  const targets = (await (await fetch(`http://127.0.0.1:${inspectPort}/json/list`)).json()) as {
+    webSocketDebuggerUrl: string;
+  }[];
+  const url = targets[0]?.webSocketDebuggerUrl;
+  if (!url) throw new Error("no inspector target");
+  const socket = new WebSocket(url);
+  await new Promise((resolve, reject) => {
+    socket.addEventListener("open", resolve, { once: true });
+    socket.addEventListener("error", reject, { once: true });
+  });
+  let nextId = 1;
+  const pending = new Map<number, (result: unknown) => void>();
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(String(event.data)) as { id?: number; result?: unknown };
+    if (message.id !== undefined) pending.get(message.id)?.(message.result);
+  });
+  const send = (method: string) =>
+    new Promise<unknown>((resolve) => {
+      const id = nextId++;
+      pending.set(id, resolve);
+      socket.send(JSON.stringify({ id, method }));
+    });
+  try {
+    await send("HeapProfiler.collectGarbage");
+    await send("HeapProfiler.collectGarbage");
+    const usage = (await send("Runtime.getHeapUsage")) as { usedSize: number; totalSize: number };
+    return { usedMb: usage.usedSize / 1024 / 1024, totalMb: usage.totalSize / 1024 / 1024 };
+  } finally {
+    socket.close();
+  }
+}
+
+/** VmRSS of a process in MB (0 when it is gone). */
+export function rssMb(pid: number): number {
+  try {
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = /VmRSS:\s+(\d+) kB/.exec(status)?.[1];
+    return kb === undefined ? 0 : Number(kb) / 1024;
+  } catch {
+    return 0;
+  }
+}
+
+/** A gRPC message with its 5-byte length prefix, as h2load sends it. */
+export function grpcFrame(message: Uint8Array): Buffer {
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  Buffer.from(message).copy(frame, 5);
+  return frame;
+}
+
+export const CHECK_PATH = "/flip.authz.v1.AuthzService/CheckPermission";
+
+/** One real call first: h2load counts an HTTP 200 with a non-zero grpc-status as a success. */
+export function checkOnce(port: number, request: Uint8Array): Promise<{ allowed: boolean }> {
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(
+      CHECK_PATH,
+      (bytes: Uint8Array) => Buffer.from(bytes),
+      (bytes: Buffer) => fromBinary(CheckPermissionResponseSchema, bytes),
+      request,
+      (error, response) => {
+        client.close();
+        if (error || !response) reject(error ?? new Error("no response"));
+        else resolve(response);
+      },
+    );
+  });
+}
+
+export interface LoadOptions {
+  url: string;
+  bodyFile: string;
+  headers?: string[];
+  /** Seconds of measurement (after `warmUp` seconds not counted). */
+  seconds: number;
+  warmUp?: number;
+  clients?: number;
+  streams?: number;
+  /** Offered load in requests per second, all clients together (h2load's --rps is per client). */
+  rps?: number;
+  /** HTTP/1.1 instead of h2c. */
+  h1?: boolean;
+}
+
+export interface LoadResult {
+  rate: number;
+  requests: number;
+  /** Per-request latencies in ms, sorted (only with `rps`). */
+  latencies: number[];
+}
+
+/** Runs h2load on the load core; fails when any request did not succeed (HTTP 2xx). */
+export async function h2load(options: LoadOptions): Promise<LoadResult> {
+  const clients = options.clients ?? 4;
+  const logFile = options.rps === undefined ? undefined : join(tmpDirectory(), `h2load-${Date.now()}.log`);
+  const args = [
+    ...["-D", String(options.seconds), "-c", String(clients), "-m", String(options.streams ?? 25), "-t", "1"],
+    ...(options.warmUp ? ["--warm-up-time", String(options.warmUp)] : []),
+    ...(options.rps === undefined ? [] : [`--rps=${Math.max(1, Math.round(options.rps / clients))}`]),
+    ...(logFile ? [`--log-file=${logFile}`] : []),
+    ...(options.h1 ? ["--h1"] : []),
+    ...(options.headers ?? []).flatMap((header) => ["-H", header]),
+    ...["-d", options.bodyFile],
+    options.url,
+  ];
+  const [command, commandArgs] = pinned(LOAD_CPU, "h2load", args);
+  const { stdout } = await run(command, commandArgs, { encoding: "utf8", maxBuffer: 16 * 1024 * 1024 });
+  const rate = /finished in [\d.]+\w+, ([\d.]+) req\/s/.exec(stdout);
+  const counts = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed/.exec(
+    stdout,
+  );
+  if (!rate?.[1] || !counts || Number(counts[5]) > 0 || Number(counts[4]) === 0) {
+    throw new Error(`h2load failed:\n${stdout}`);
+  }
+  let latencies: number[] = [];
+  if (logFile) {
+    latencies = readFileSync(logFile, "utf8")
+      .split("\n")
+      .filter((line) => line !== "")
+      .map((line) => Number(line.split("\t")[2]) / 1000)
+      .sort((a, b) => a - b);
+    rmSync(logFile, { force: true });
+  }
+  return { rate: Number(rate[1]), requests: Number(counts[4]), latencies };
+}
+
+let tmp: string | undefined;
+/** A scratch directory for this run; removeTmpDirectory() at the end. */
+export function tmpDirectory(): string {
+  tmp ??= mkdtempSync(join(tmpdir(), "authz-bench-"));
+  return tmp;
+}
+
+export function removeTmpDirectory(): void {
+  if (tmp) rmSync(tmp, { recursive: true, force: true });
+  tmp = undefined;
+}
+
+export function percentile(sorted: readonly number[], p: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
+}
+
+export function median(values: readonly number[]): number {
+  return percentile(
+    [...values].sort((a, b) => a - b),
+    50,
+  );
+}
+
+/** PostgreSQL at `adminUrl`, or undefined when it does not answer. Databases made here are dropped by `dropAll`. */
+export async function connectPostgres(
+  adminUrl: string,
+): Promise<(PostgresAccess & { dropAll(): Promise<void> }) | undefined> {
+  const probe = new pg.Client({ connectionString: adminUrl, connectionTimeoutMillis: 2000 });
+  try {
+    await probe.connect();
+    await probe.end();
+  } catch {
+    return undefined;
+  }
+  const created = new Set<string>();
+  const drop = async (name: string) => {
+    const client = new pg.Client({ connectionString: adminUrl });
+    await client.connect();
+    try {
+      await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+    } finally {
+      await client.end();
+    }
+    created.delete(name);
+  };
+  return {
+    adminUrl,
+    async createDatabase(label) {
+      const name = `authz_bench_${label.replace(/\W/g, "_")}_${Date.now().toString(36)}`;
+      const client = new pg.Client({ connectionString: adminUrl });
+      await client.connect();
+      try {
+        await client.query(`CREATE DATABASE "${name}"`);
+      } finally {
+        await client.end();
+      }
+      created.add(name);
+      const url = new URL(adminUrl);
+      url.pathname = `/${name}`;
+      return { url: url.toString(), name, drop: () => drop(name) };
+    },
+    async dropAll() {
+      for (const name of [...created]) await drop(name);
+    },
+  };
+}
+
+/** A loopback port free now. */
+export async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const address = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  if (address === null || typeof address === "string") throw new Error("no port");
+  return address.port;
+}

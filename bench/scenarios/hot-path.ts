@@ -1,0 +1,218 @@
+// Targets 1, 4 and 5 of issue 10, on the servers of one run:
+//  1. cached CheckPermission over gRPC ≥ 0.9× a no-op grpc-js handler with channelz off (same Node, h2load
+//     4 connections × 25 streams, server pinned to one core, load generator to the other);
+//  4. p50/p99 at 25/50/75% of the service's measured maximum (h2load --rps) within 1.5× of the no-op's at
+//     the same offered load, or under 2 ms;
+//  5. RSS under the hot load with the entry's Node flags beside Node's defaults (reported), throughput
+//     within 5% of Node's defaults (the condition for keeping the flags).
+// Reported beside them: the no-op with grpc-js defaults (channelz on), our bridge with a no-op handler,
+// fully_consistent checks, and cached checks while 100 writes/s invalidate the user.
+
+import { NIL_UUID } from "../../src/authz/ids.ts";
+import { loadConfig } from "../../src/config.ts";
+import { openStore } from "../../src/store/index.ts";
+import {
+  checkBody,
+  GRPC_HEADERS,
+  HOT_PERMISSION,
+  HOT_USER,
+  hotDatabase,
+  VIEWER_ROLE_ID,
+} from "../fixtures.ts";
+import {
+  type BenchServer,
+  CHECK_PATH,
+  checkOnce,
+  h2load,
+  median,
+  percentile,
+  startServer,
+  startService,
+} from "../harness.ts";
+import type { BenchContext, Row, Scenario } from "../report.ts";
+
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 3);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** Node's own young-generation sizing, whatever the entry sets (0 = V8's default). */
+const NODE_DEFAULTS = ["--max-semi-space-size=0"];
+
+export const hotPath: Scenario = {
+  name: "hot",
+  title: "Hot path: cached CheckPermission over gRPC (targets 1, 4, 5)",
+  run,
+};
+
+async function run(context: BenchContext): Promise<Row[]> {
+  const database = await hotDatabase(context, "hot");
+  const cached = checkBody("hot-cached", { userId: HOT_USER, permission: HOT_PERMISSION });
+  const full = checkBody("hot-full", { userId: HOT_USER, permission: HOT_PERMISSION, fullyConsistent: true });
+  const env = { DATABASE_URL: database.url, AUTHZ_MIGRATE_ON_START: "false" };
+  const servers: BenchServer[] = [];
+  const up = async (server: Promise<BenchServer>) => {
+    const started = await server;
+    servers.push(started);
+    const answer = await checkOnce(started.port, cached.bytes);
+    if (!answer.allowed) throw new Error("the warm-up check was denied");
+    return started;
+  };
+  const rows: Row[] = [];
+  try {
+    const noop = await up(startServer("noop"));
+    const service = await up(startService({ env }));
+    const plain = await up(startService({ env, nodeArgs: NODE_DEFAULTS }));
+    const load = (server: BenchServer, options: { rps?: number; file?: string; seconds?: number } = {}) =>
+      h2load({
+        url: `http://127.0.0.1:${server.port}${CHECK_PATH}`,
+        bodyFile: options.file ?? cached.grpcFile,
+        headers: GRPC_HEADERS,
+        seconds: options.seconds ?? SECONDS,
+        warmUp: 1,
+        ...(options.rps !== undefined && { rps: options.rps }),
+      });
+
+    // Rounds alternate the servers, so a burst of other load on the machine hits each about alike.
+    const rates = { noop: [] as number[], service: [] as number[], plain: [] as number[] };
+    const ratios: number[] = [];
+    const rss = { service: [] as number[], plain: [] as number[] };
+    for (let round = 0; round < ROUNDS; round++) {
+      context.log(`hot path round ${round + 1}/${ROUNDS}`);
+      const n = (await load(noop)).rate;
+      const s = (await load(service)).rate;
+      rss.service.push(service.rssMb());
+      const p = (await load(plain)).rate;
+      rss.plain.push(plain.rssMb());
+      rates.noop.push(n);
+      rates.service.push(s);
+      rates.plain.push(p);
+      ratios.push(s / n);
+    }
+    const noopRate = median(rates.noop);
+    const serviceRate = median(rates.service);
+    const ratio = median(ratios);
+    const runs = `median of ${ROUNDS} alternating runs of ${SECONDS} s; ratios ${ratios.map((r) => r.toFixed(2)).join(", ")}`;
+    rows.push({
+      name: "1. cached CheckPermission, gRPC",
+      figure: serviceRate,
+      unit: "req/s",
+      reference: { name: "no-op grpc-js handler, channelz off", figure: noopRate },
+      ratio,
+      goal: "≥ 0.90×",
+      pass: ratio >= 0.9,
+      note: runs,
+    });
+
+    const plainRate = median(rates.plain);
+    const serviceRss = Math.max(...rss.service);
+    const plainRss = Math.max(...rss.plain);
+    rows.push({
+      name: "5. RSS under that load, the entry's Node flags",
+      figure: serviceRss,
+      unit: "MB",
+      reference: { name: "same, Node's defaults", figure: plainRss },
+      ratio: serviceRss / plainRss,
+      note: `RSS after each run, highest of ${ROUNDS}`,
+    });
+    const flagRatio = median(rates.service.map((rate, i) => rate / (rates.plain[i] ?? rate)));
+    rows.push({
+      name: "5. throughput with the entry's Node flags",
+      figure: serviceRate,
+      unit: "req/s",
+      reference: { name: "same, Node's defaults", figure: plainRate },
+      ratio: flagRatio,
+      goal: "≥ 0.95× (to keep the flags)",
+      pass: flagRatio >= 0.95,
+    });
+    await plain.stop();
+
+    // 4. Latency at fractions of the service's maximum, beside the no-op at the same offered load.
+    for (const fraction of [0.25, 0.5, 0.75]) {
+      const rps = Math.round(serviceRate * fraction);
+      context.log(`latency at ${fraction * 100}% (${rps} req/s)`);
+      const reference = (await load(noop, { rps })).latencies;
+      const measured = (await load(service, { rps })).latencies;
+      for (const p of [50, 99]) {
+        const figure = percentile(measured, p);
+        const ref = percentile(reference, p);
+        rows.push({
+          name: `4. p${p} at ${fraction * 100}% of the maximum (${rps} req/s offered)`,
+          figure,
+          unit: "ms",
+          reference: { name: "no-op at the same load", figure: ref },
+          ratio: figure / ref,
+          goal: "≤ 1.5× or < 2 ms",
+          pass: figure <= 1.5 * ref || figure < 2,
+          note: `${measured.length} requests`,
+        });
+      }
+    }
+
+    // Reported: what channelz costs the no-op, what the bridge costs, the database path, and invalidations.
+    const channelz = await up(startServer("noop-channelz"));
+    const channelzRate = (await load(channelz)).rate;
+    await channelz.stop();
+    rows.push({
+      name: "no-op grpc-js handler, grpc-js defaults (channelz on)",
+      figure: channelzRate,
+      unit: "req/s",
+      reference: { name: "channelz off", figure: noopRate },
+      ratio: channelzRate / noopRate,
+    });
+    const bridge = await up(startServer("bridge"));
+    const bridgeRate = (await load(bridge)).rate;
+    await bridge.stop();
+    rows.push({
+      name: "our grpc-js bridge, no-op Connect handler",
+      figure: bridgeRate,
+      unit: "req/s",
+      reference: { name: "no-op grpc-js, channelz off", figure: noopRate },
+      ratio: bridgeRate / noopRate,
+    });
+    const fullRate = (await load(service, { file: full.grpcFile })).rate;
+    rows.push({
+      name: `CheckPermission, fully_consistent (${database.kind})`,
+      figure: fullRate,
+      unit: "req/s",
+      reference: { name: "cached", figure: serviceRate },
+      ratio: fullRate / serviceRate,
+    });
+    rows.push(await whileWriting(database.url, serviceRate, () => load(service)));
+  } finally {
+    await Promise.all(servers.map((server) => server.stop()));
+    await database.drop();
+  }
+  return rows;
+}
+
+/** Cached checks of the hot user while a writer changes that user's roles 100 times a second. */
+async function whileWriting(url: string, cachedRate: number, load: () => Promise<{ rate: number }>) {
+  const store = await openStore(loadConfig({ DATABASE_URL: url }).database, { migrate: false });
+  let writes = 0;
+  let running = true;
+  const writer = (async () => {
+    const started = Date.now();
+    while (running) {
+      if (writes % 2 === 0) await store.assignRole(HOT_USER, VIEWER_ROLE_ID, NIL_UUID);
+      else await store.revokeRole(HOT_USER, VIEWER_ROLE_ID, NIL_UUID);
+      writes++;
+      const due = started + writes * 10;
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, due - Date.now())));
+    }
+  })();
+  const started = performance.now();
+  try {
+    const { rate } = await load();
+    const seconds = (performance.now() - started) / 1000;
+    return {
+      name: "cached CheckPermission while 100 writes/s invalidate the user",
+      figure: rate,
+      unit: "req/s",
+      reference: { name: "without writes", figure: cachedRate },
+      ratio: rate / cachedRate,
+      note: `${(writes / seconds).toFixed(0)} writes/s during the load`,
+    } satisfies Row;
+  } finally {
+    running = false;
+    await writer;
+    await store.close();
+  }
+}
