@@ -16,9 +16,6 @@ import {
   Code,
   ConnectError,
   type ContextValues,
-  createHandlerContext,
-  decodeBinaryHeader,
-  encodeBinaryHeader,
   type HandlerContext,
   type Interceptor,
   type ServiceImpl,
@@ -28,6 +25,7 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
+import { GrpcCallContext } from "./grpc-context.ts";
 import { type CallHook, reportCall, type ServerLogger, toPublicError } from "./outcome.ts";
 
 export const DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024;
@@ -147,6 +145,7 @@ function unaryHandler(
   options: GrpcServiceOptions,
 ): grpc.handleUnaryCall<Buffer, Buffer> {
   const name = `${method.parent.typeName}/${method.name}`;
+  const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   return (call, callback) => {
     const started = performance.now();
@@ -158,34 +157,52 @@ function unaryHandler(
       record(options, name, Code.InvalidArgument, started);
       return;
     }
-    const context = createContext(call, method, options.contextValues?.(call));
-    const onCancel = () => context.abort(new ConnectError("the call was cancelled", Code.Canceled));
-    call.once("cancelled", onCancel);
-    invokeUnary(impl, method, input, context, interceptors)
-      .then(
-        (output) => {
-          const bytes = Buffer.from(toBinary(method.output, output));
-          const header = headersToMetadata(context.responseHeader);
-          if (header) call.sendMetadata(header);
-          callback(null, bytes, headersToMetadata(context.responseTrailer));
-          record(options, name, call.cancelled ? Code.Canceled : 0, started);
-        },
-        (reason: unknown) => {
-          // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
-          const error = context.signal.aborted
-            ? abortReason(context.signal)
-            : toPublicError(reason, options.logger, name);
-          callback(toStatus(error, context));
-          record(options, name, call.cancelled ? Code.Canceled : error.code, started);
-        },
-      )
-      .finally(() => {
-        call.off("cancelled", onCancel);
-        // As in connect-node, the signal also fires when the call completes: downstream work stops.
-        // A shared reason: abort() without one builds a DOMException (and its stack) on every call.
-        context.abort(CALL_COMPLETED);
-      });
+    const context = new GrpcCallContext(call, method, url, options.contextValues?.(call));
+    const succeed = (output: unknown) => {
+      let bytes: Buffer;
+      try {
+        bytes = encode(method.output, output);
+      } catch (error) {
+        fail(error);
+        return;
+      }
+      const header = context.headerMetadata();
+      if (header) call.sendMetadata(header);
+      callback(null, bytes, context.trailerMetadata());
+      record(options, name, call.cancelled ? Code.Canceled : 0, started);
+      // As in connect-node, the signal also fires when the call completes: downstream work stops.
+      context.abort(CALL_COMPLETED);
+    };
+    const fail = (reason: unknown) => {
+      // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
+      const error = context.stopped() ?? toPublicError(reason, options.logger, name);
+      callback(toStatus(error, context));
+      record(options, name, call.cancelled ? Code.Canceled : error.code, started);
+      context.abort(CALL_COMPLETED);
+    };
+    let output: unknown;
+    try {
+      output =
+        interceptors.length === 0
+          ? impl(input, context)
+          : invokeIntercepted(impl, method, input, context, interceptors);
+    } catch (error) {
+      fail(error);
+      return;
+    }
+    if (isPromise(output)) output.then(succeed, fail);
+    else succeed(output);
   };
+}
+
+function isPromise(value: unknown): value is PromiseLike<unknown> {
+  return typeof (value as PromiseLike<unknown> | undefined)?.then === "function";
+}
+
+/** The handler's answer as bytes for grpc-js (a view on protobuf-es's buffer, not a copy). */
+function encode(schema: DescMessage, output: unknown): Buffer {
+  const bytes = toBinary(schema, normalize(schema, output));
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
 function streamingHandler(
@@ -194,6 +211,7 @@ function streamingHandler(
   options: GrpcServiceOptions,
 ): grpc.handleServerStreamingCall<Buffer, Buffer> | grpc.handleBidiStreamingCall<Buffer, Buffer> {
   const name = `${method.parent.typeName}/${method.name}`;
+  const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   return (call: Writable) => {
     const started = performance.now();
@@ -209,40 +227,38 @@ function streamingHandler(
     } else {
       input = parseEach(call as grpc.ServerDuplexStream<Buffer, Buffer>, method.input);
     }
-    const context = createContext(call, method, options.contextValues?.(call));
-    const onCancel = () => context.abort(new ConnectError("the call was cancelled", Code.Canceled));
-    call.once("cancelled", onCancel);
-    const shutdown = options.shutdownSignal;
-    const onShutdown = () => context.abort(new ConnectError("the server is shutting down", Code.Unavailable));
-    shutdown?.addEventListener("abort", onShutdown);
-    if (shutdown?.aborted) onShutdown();
+    const context = new GrpcCallContext(
+      call,
+      method,
+      url,
+      options.contextValues?.(call),
+      options.shutdownSignal,
+    );
+    // Streams watch their signal from the start: a cancel, the deadline or a shutdown ends them.
+    void context.signal;
 
     pump(call, method, impl, input, context, interceptors)
       .then(
         () => {
           if (call.cancelled) return Code.Canceled;
-          if (context.signal.aborted) {
+          const stopped = context.stopped();
+          if (stopped) {
             // Stopped by deadline or shutdown: end with that reason, not with OK.
-            const error = abortReason(context.signal);
-            call.emit("error", toStatus(error, context));
-            return error.code;
+            call.emit("error", toStatus(stopped, context));
+            return stopped.code;
           }
-          call.end(headersToMetadata(context.responseTrailer));
+          call.end(context.trailerMetadata());
           return 0;
         },
         (reason: unknown) => {
           if (call.cancelled) return Code.Canceled;
-          const error = context.signal.aborted
-            ? abortReason(context.signal)
-            : toPublicError(reason, options.logger, name);
+          const error = context.stopped() ?? toPublicError(reason, options.logger, name);
           call.emit("error", toStatus(error, context));
           return error.code;
         },
       )
       .then((code) => {
         record(options, name, code, started);
-        call.off("cancelled", onCancel);
-        shutdown?.removeEventListener("abort", onShutdown);
         context.abort(CALL_COMPLETED);
       });
   };
@@ -259,7 +275,7 @@ async function pump(
   method: DescMethod,
   impl: AnyImpl,
   input: AsyncIterable<unknown>,
-  context: ReturnType<typeof createHandlerContext>,
+  context: GrpcCallContext,
   interceptors: Interceptor[],
 ): Promise<void> {
   const output = await invokeStreaming(impl, method, input, context, interceptors);
@@ -277,7 +293,7 @@ async function pump(
       }
       if (!headerSent) {
         headerSent = true;
-        const header = headersToMetadata(context.responseHeader);
+        const header = context.headerMetadata();
         if (header) call.sendMetadata(header);
       }
       const bytes = Buffer.from(toBinary(method.output, normalize(method.output, next.value)));
@@ -318,13 +334,6 @@ function drained(call: Writable): Promise<void> {
   });
 }
 
-function abortReason(signal: AbortSignal): ConnectError {
-  const reason: unknown = signal.reason;
-  if (reason instanceof ConnectError) return reason;
-  // createHandlerContext's deadline signal aborts with its own error.
-  return new ConnectError("the deadline was exceeded", Code.DeadlineExceeded);
-}
-
 async function* once<T>(value: T): AsyncIterable<T> {
   yield value;
 }
@@ -344,14 +353,14 @@ async function* parseEach(
   }
 }
 
-async function invokeUnary(
+/** A unary call through the interceptors, as connect-node runs it; the handler's output, normalized. */
+async function invokeIntercepted(
   impl: AnyImpl,
   method: DescMethod,
   input: unknown,
-  context: HandlerContext,
+  context: GrpcCallContext,
   interceptors: Interceptor[],
 ): Promise<ReturnType<typeof normalize>> {
-  if (interceptors.length === 0) return normalize(method.output, await impl(input, context));
   const inner: AnyFn = async (request) => {
     const message = normalize(method.output, await impl(request.message, withRequest(context, request)));
     return { ...responseCommon(context, method), stream: false, message } as UnaryResponse;
@@ -413,8 +422,21 @@ function responseCommon(context: HandlerContext, method: DescMethod) {
   return { service: method.parent, method, header: context.responseHeader, trailer: context.responseTrailer };
 }
 
+/** The context as an interceptor passed the request on (its headers, signal and values may differ). */
 function withRequest(context: HandlerContext, request: UnaryRequest | StreamRequest): HandlerContext {
-  return { ...context, requestHeader: request.header, signal: request.signal, values: request.contextValues };
+  return {
+    method: context.method,
+    service: context.service,
+    url: context.url,
+    requestMethod: context.requestMethod,
+    protocolName: context.protocolName,
+    timeoutMs: () => context.timeoutMs(),
+    responseHeader: context.responseHeader,
+    responseTrailer: context.responseTrailer,
+    requestHeader: request.header,
+    signal: request.signal,
+    values: request.contextValues,
+  };
 }
 
 function copyHeaders(from: Headers, to: Headers): void {
@@ -427,54 +449,6 @@ function normalize(schema: DescMessage, value: unknown) {
   return isMessage(value, schema) ? value : create(schema, value as never);
 }
 
-function createContext(
-  call: { getDeadline(): grpc.Deadline; metadata: grpc.Metadata },
-  method: DescMethod,
-  contextValues: ContextValues | undefined,
-) {
-  const deadline = call.getDeadline();
-  const at = deadline instanceof Date ? deadline.getTime() : deadline;
-  return createHandlerContext({
-    service: method.parent,
-    method,
-    protocolName: "grpc",
-    requestMethod: "POST",
-    url: `/${method.parent.typeName}/${method.name}`,
-    timeoutMs: Number.isFinite(at) ? Math.max(0, at - Date.now()) : undefined,
-    requestHeader: metadataToHeaders(call.metadata),
-    contextValues,
-  });
-}
-
-/** grpc metadata → fetch Headers, as connect-node presents them (binary values base64-encoded). */
-function metadataToHeaders(metadata: grpc.Metadata): Headers {
-  const headers = new Headers();
-  for (const [key, values] of Object.entries(metadata.toJSON())) {
-    for (const value of values) {
-      try {
-        headers.append(key, typeof value === "string" ? value : encodeBinaryHeader(value));
-      } catch {
-        // A value fetch Headers refuses (not a ByteString) cannot be one a handler relies on.
-      }
-    }
-  }
-  return headers;
-}
-
-function headersToMetadata(headers: Headers): grpc.Metadata | undefined {
-  let metadata: grpc.Metadata | undefined;
-  headers.forEach((value, key) => {
-    metadata ??= new grpc.Metadata();
-    try {
-      if (key.endsWith("-bin")) metadata.add(key, Buffer.from(decodeBinaryHeader(value)));
-      else metadata.add(key, value);
-    } catch {
-      // grpc-js rejects reserved or malformed keys; dropping one header beats failing the call.
-    }
-  });
-  return metadata;
-}
-
 /**
  * The message travels in the grpc-message trailer; clients reset the whole HTTP/2 session on a header
  * block past their limit (often 8–16 KiB), failing every other call on the connection with it.
@@ -485,14 +459,12 @@ function capDetails(message: string): string {
   return message.length <= MAX_DETAILS_LENGTH ? message : `${message.slice(0, MAX_DETAILS_LENGTH - 1)}…`;
 }
 
-function toStatus(error: ConnectError, context: HandlerContext): grpc.StatusObject {
-  const trailer = new Headers(context.responseTrailer);
-  for (const [key, value] of error.metadata) trailer.append(key, value);
+function toStatus(error: ConnectError, context: GrpcCallContext): grpc.StatusObject {
   return {
     // Connect's Code numbers are gRPC's status codes.
     code: error.code as number as grpc.status,
     details: capDetails(error.rawMessage),
-    metadata: headersToMetadata(trailer) ?? new grpc.Metadata(),
+    metadata: context.trailerMetadata(error.metadata) ?? new grpc.Metadata(),
   };
 }
 
