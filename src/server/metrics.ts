@@ -2,8 +2,9 @@
 // histogram of RPCs by transport, method and status code, and the route guard's decisions by route and
 // result (ext_authz and forward auth alike), served as text on GET /metrics.
 
-import { Counter, collectDefaultMetrics, Histogram, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Registry } from "prom-client";
 import type { Decision } from "../guard/decide.ts";
+import { registerCallStats } from "./call-stats.ts";
 import { type CallRecord, codeName } from "./outcome.ts";
 
 export interface RpcMetrics {
@@ -24,19 +25,19 @@ export interface RpcMetricsOptions {
 export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
   const registry = options.registry ?? new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
-  const labelNames = ["transport", "method", "code"] as const;
-  const handled = new Counter({
-    name: "authz_rpc_handled_total",
-    help: "RPCs completed, by transport (grpc, connect, grpc-web), method and gRPC status code.",
-    labelNames,
-    registers: [registry],
-  });
-  const duration = new Histogram({
-    name: "authz_rpc_duration_seconds",
-    help: "RPC handling time in seconds, by transport, method and gRPC status code.",
-    labelNames,
-    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    registers: [registry],
+  // Counted per call in typed arrays, turned into series when scraped (call-stats.ts).
+  const calls = registerCallStats({
+    registry,
+    counter: {
+      name: "authz_rpc_handled_total",
+      help: "RPCs completed, by transport (grpc, connect, grpc-web), method and gRPC status code.",
+    },
+    histogram: {
+      name: "authz_rpc_duration_seconds",
+      help: "RPC handling time in seconds, by transport, method and gRPC status code.",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+    },
+    labels: (transport, method, code) => ({ transport, method, code: codeName(code) }),
   });
   const decisions = new Counter({
     name: "authz_route_decisions_total",
@@ -49,10 +50,6 @@ export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
     decision(decision) {
       decisions.inc({ route: decision.route, decision: decision.kind });
     },
-    record(call) {
-      const labels = { transport: call.transport, method: call.method, code: codeName(call.code) };
-      handled.inc(labels);
-      duration.observe(labels, call.seconds);
-    },
+    record: (call) => calls.record(call),
   };
 }
