@@ -121,7 +121,7 @@ export class GrpcCallContext implements HandlerContext {
   }
 
   get requestHeader(): Headers {
-    this.#requestHeader ??= metadataToHeaders(this.#call.metadata);
+    this.#requestHeader ??= new MetadataHeaders(this.#call.metadata);
     return this.#requestHeader;
   }
 
@@ -195,19 +195,102 @@ function isEmpty(headers: Headers): boolean {
   return true;
 }
 
-/** grpc metadata → fetch Headers, as connect-node presents them (binary values base64-encoded). */
-export function metadataToHeaders(metadata: grpc.Metadata): Headers {
-  const headers = new Headers();
-  for (const [key, values] of Object.entries(metadata.toJSON())) {
-    for (const value of values) {
-      try {
-        headers.append(key, typeof value === "string" ? value : encodeBinaryHeader(value));
-      } catch {
-        // A value fetch Headers refuses (not a ByteString) cannot be one a handler relies on.
+/** A header value fetch Headers stores verbatim: visible ASCII, inner spaces, nothing to trim or refuse. */
+const VERBATIM = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
+/** A metadata key, also a valid header name (binary ones hold Buffers, which take the copying path). */
+const PLAIN_KEY = /^[0-9a-z_.-]+$/;
+
+/**
+ * The request metadata as fetch Headers (binary values base64-encoded, as connect-node presents them).
+ * Copying metadata into Headers costs about a microsecond per entry (undici validates each), and a
+ * handler usually reads one header (`authorization`): `get` and `has` of a plain header read the metadata
+ * directly, anything else copies it all first and then behaves as Headers does.
+ */
+export class MetadataHeaders extends Headers {
+  #metadata: grpc.Metadata | undefined;
+
+  constructor(metadata: grpc.Metadata) {
+    super();
+    this.#metadata = metadata;
+  }
+
+  /**
+   * The values of a plain header while the metadata is not copied yet, when Headers would hold them
+   * verbatim; undefined otherwise.
+   */
+  direct(name: string): string[] | undefined {
+    const metadata = this.#metadata;
+    if (metadata === undefined) return undefined;
+    const key = name.toLowerCase();
+    if (!PLAIN_KEY.test(key)) return undefined;
+    const values = metadata.get(key);
+    for (const value of values) if (typeof value !== "string" || !VERBATIM.test(value)) return undefined;
+    return values as string[];
+  }
+
+  /** Copies the metadata into the Headers (once); from then on they are plain Headers. */
+  copy(): void {
+    const metadata = this.#metadata;
+    if (metadata === undefined) return;
+    this.#metadata = undefined;
+    for (const [key, values] of Object.entries(metadata.toJSON())) {
+      for (const value of values) {
+        try {
+          HEADERS.append.call(this, key, typeof value === "string" ? value : encodeBinaryHeader(value));
+        } catch {
+          // A value fetch Headers refuses (not a ByteString) cannot be one a handler relies on.
+        }
       }
     }
   }
-  return headers;
+}
+
+// The overrides are assigned to the prototype: undici-types declares Headers' members as function-valued
+// properties, which a class body cannot override with methods.
+const HEADERS = Headers.prototype;
+Object.defineProperties(MetadataHeaders.prototype, {
+  get: {
+    configurable: true,
+    writable: true,
+    value(this: MetadataHeaders, name: string): string | null {
+      const values = this.direct(name);
+      if (values !== undefined) return values.length === 0 ? null : values.join(", ");
+      this.copy();
+      return HEADERS.get.call(this, name);
+    },
+  },
+  has: {
+    configurable: true,
+    writable: true,
+    value(this: MetadataHeaders, name: string): boolean {
+      const values = this.direct(name);
+      if (values !== undefined) return values.length > 0;
+      this.copy();
+      return HEADERS.has.call(this, name);
+    },
+  },
+});
+// Every other member copies the metadata first.
+for (const member of [
+  "append",
+  "set",
+  "delete",
+  "getSetCookie",
+  "forEach",
+  "keys",
+  "values",
+  "entries",
+  Symbol.iterator,
+] as const) {
+  const inherited = HEADERS[member] as (...args: unknown[]) => unknown;
+  Object.defineProperty(MetadataHeaders.prototype, member, {
+    configurable: true,
+    writable: true,
+    value: function (this: MetadataHeaders, ...args: unknown[]) {
+      this.copy();
+      return inherited.apply(this, args);
+    },
+  });
 }
 
 /** fetch Headers → grpc metadata; undefined when there are none. */
