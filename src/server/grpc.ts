@@ -3,6 +3,7 @@
 // Handlers see a Connect HandlerContext; Connect interceptors run here too, so auth written as one works
 // on both transports.
 
+import http2, { type Http2Session } from "node:http2";
 import {
   create,
   type DescMessage,
@@ -41,8 +42,26 @@ export interface GrpcServerOptions {
 export function createGrpcServer(options: GrpcServerOptions = {}): grpc.Server {
   return new grpc.Server({
     "grpc.max_receive_message_length": options.maxReceiveMessageBytes ?? DEFAULT_MAX_RECEIVE_BYTES,
+    // Channelz (per-call counters and call-tree bookkeeping for the channelz service, which we do not
+    // serve) cost a no-op grpc-js handler a measurable share of its throughput.
+    "grpc.enable_channelz": 0,
     ...options.channelOptions,
   });
+}
+
+/**
+ * grpc-js's forceShutdown, plus what it misses with channelz off: it destroys only the sessions channelz
+ * tracks, so open connections (and calls still running on them) would outlive it. grpc-js 1.14 also keeps
+ * them per listener, in a private map; those are destroyed here.
+ */
+export function forceShutdownGrpcServer(server: grpc.Server): void {
+  const listeners = (server as unknown as { http2Servers?: Map<unknown, { sessions?: Set<Http2Session> }> })
+    .http2Servers;
+  const sessions = [...(listeners?.values() ?? [])].flatMap((listener) => [...(listener.sessions ?? [])]);
+  server.forceShutdown();
+  for (const session of sessions) {
+    if (!session.destroyed) session.destroy(undefined, http2.constants.NGHTTP2_CANCEL);
+  }
 }
 
 /**

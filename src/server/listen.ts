@@ -15,7 +15,13 @@ import type { BrowserPolicy } from "./browser-policy.ts";
 import type { ConsoleSite } from "./console.ts";
 import { addExtAuthzService } from "./ext-authz.ts";
 import { createForwardAuthHandler } from "./forward-auth.ts";
-import { addGrpcService, bindGrpcServer, createGrpcServer, type GrpcServerCall } from "./grpc.ts";
+import {
+  addGrpcService,
+  bindGrpcServer,
+  createGrpcServer,
+  forceShutdownGrpcServer,
+  type GrpcServerCall,
+} from "./grpc.ts";
 import { addHealthService, type HealthState } from "./health.ts";
 import { createHttpServer } from "./http.ts";
 import { createRpcMetrics, type RpcMetrics } from "./metrics.ts";
@@ -134,14 +140,14 @@ export async function startServers<S extends DescService>(
       options.grpc.credentials,
     );
   } catch (error) {
-    grpcServer.forceShutdown();
+    forceShutdownGrpcServer(grpcServer);
     throw error;
   }
   try {
     httpServer.listen(options.http.port, options.http.host);
     await once(httpServer, "listening");
   } catch (error) {
-    grpcServer.forceShutdown();
+    forceShutdownGrpcServer(grpcServer);
     throw error;
   }
   const httpPort = (httpServer.address() as AddressInfo).port;
@@ -168,9 +174,9 @@ export async function startServers<S extends DescService>(
       if (result === "expired") {
         logger.warn({ graceMs }, "shutdown grace period over: closing the calls still open");
         force.abort();
-        grpcServer.forceShutdown();
+        forceShutdownGrpcServer(grpcServer);
         httpServer.closeAllConnections();
-        // forceShutdown returns with grpc-js shut down; its tryShutdown callback need not fire after it.
+        // Returns with grpc-js shut down; its tryShutdown callback need not fire after it.
         await httpClosed;
       }
       clearInterval(idle);
