@@ -6,7 +6,7 @@
 import type { ChangeHub } from "./change-hub.ts";
 import { InvalidArgumentError, NotFoundError } from "./errors.ts";
 import { parseUuid } from "./ids.ts";
-import { CACHED, type Consistency, FULL, type Reader } from "./reader.ts";
+import { CACHED, type Consistency, FULL, type Reader, type UserView } from "./reader.ts";
 import { formatRevision, parseRevision } from "./revision.ts";
 import type { IndexedRole, RoleIndex } from "./role-index.ts";
 import type {
@@ -184,7 +184,8 @@ export class AuthzQueries {
   }
 
   async checkPermission(input: CheckInput): Promise<CheckOutput> {
-    return this.#check(parseCheck(input, ""));
+    const query = parseCheck(input, "");
+    return this.#decide(query, await this.reader.user(query.userId, query.consistency));
   }
 
   /** Validates every check before running any, so a bad batch fails as a whole. */
@@ -196,11 +197,15 @@ export class AuthzQueries {
       );
     }
     const queries = checks.map((check, i) => parseCheck(check, `checks[${i}].`));
-    return Promise.all(queries.map((query) => this.#check(query)));
+    return Promise.all(
+      queries.map(async (query) =>
+        this.#decide(query, await this.reader.user(query.userId, query.consistency)),
+      ),
+    );
   }
 
-  async #check({ userId, permissionRef, consistency, prefix }: CheckQuery): Promise<CheckOutput> {
-    const view = await this.reader.user(userId, consistency);
+  /** The answer to a check, from the user's roles as read (synchronous: the hot path awaits only the read). */
+  #decide({ permissionRef, consistency, prefix }: CheckQuery, view: UserView): CheckOutput {
     assertWritten(consistency, view.revision, `${prefix}at_least_as_fresh`);
     const permission = view.index.resolvePermission(permissionRef);
     if (!permission) throw new NotFoundError(`${prefix}permission: no permission ${quote(permissionRef)}`);

@@ -128,6 +128,15 @@ export class CachedReader implements Reader {
   }
 
   async user(userId: string, consistency: Consistency): Promise<UserView> {
+    // The hot path: a cached user, served now, without a further await.
+    const loaded = this.#index;
+    if (loaded !== undefined && this.#servesNow(consistency)) {
+      const cached = this.#roles.get(userId);
+      if (cached !== undefined) {
+        this.stats.hits++;
+        return { index: loaded, roles: loaded.rolesOf(cached), revision: this.#applied };
+      }
+    }
     if (!(await this.#mayServe(consistency)) || this.#index === undefined) {
       this.stats.databaseReads++;
       return this.#inner.user(userId, consistency);
@@ -171,10 +180,16 @@ export class CachedReader implements Reader {
     return { profile, revision };
   }
 
+  /** Whether memory may answer a read of this consistency right now, without waiting. */
+  #servesNow(consistency: Consistency): boolean {
+    if (!this.#live || consistency.kind === "full") return false;
+    return consistency.kind === "cached" || this.#applied >= consistency.atLeast;
+  }
+
   /** Serves from memory when the consistency allows it, waiting briefly for an unmet revision. */
   async #mayServe(consistency: Consistency): Promise<boolean> {
-    if (!this.#live || consistency.kind === "full") return false;
-    if (consistency.kind === "cached" || this.#applied >= consistency.atLeast) return true;
+    if (this.#servesNow(consistency)) return true;
+    if (!this.#live || consistency.kind !== "fresh") return false;
     return this.waitFor(consistency.atLeast, this.#freshnessWaitMs);
   }
 

@@ -12,7 +12,8 @@ export function createGuard(authenticator: Authenticator, authz: AuthzQueries): 
     const caller = await authenticator.authenticate(ctx.requestHeader.get("authorization"));
     // Calls that change something decide the actor's rights from the database, not from a cache.
     const consistency = WRITE_METHODS.has(method) ? FULL : CACHED;
-    return authorize(caller, method, subjects, (actorId) =>
+    // Awaited rather than returned: V8 settles an awaited promise in one tick, a returned one in three.
+    return await authorize(caller, method, subjects, (actorId) =>
       authz.holds(actorId, "CAN_MANAGE_USERS", consistency),
     );
   };
