@@ -1,7 +1,7 @@
 // Service tokens (AUTHZ_SERVICE_TOKENS): shared secrets for trusted backends and sidecars. Several may be
 // configured at once so a token can be rotated without downtime.
 
-import { createHash, timingSafeEqual } from "node:crypto";
+import { hash, timingSafeEqual } from "node:crypto";
 
 export interface ServiceTokens {
   /** How many tokens are configured (0 = service tokens are off). */
@@ -11,7 +11,8 @@ export interface ServiceTokens {
 }
 
 function digest(value: string): Buffer {
-  return createHash("sha256").update(value, "utf8").digest();
+  // One-shot: no Hash object per call (half the cost of createHash on every authenticated call).
+  return hash("sha256", value, "buffer");
 }
 
 /**
