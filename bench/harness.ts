@@ -32,6 +32,8 @@ export interface BenchServer {
   /** HTTP port (0 for the gRPC-only references). */
   httpPort: number;
   pid: number;
+  /** The Node flags it runs with (from /proc: what the entry added is there too). */
+  nodeFlags(): string[];
   /** Resident set size now, in MB (from /proc). */
   rssMb(): number;
   /** The V8 heap after a full GC, over the inspector (only for a service started with `inspect`). */
@@ -135,6 +137,7 @@ function spawnServer(
         resolve({
           ...ports,
           pid,
+          nodeFlags: () => nodeFlags(pid, script),
           rssMb: () => rssMb(pid),
           heap: () => Promise.reject(new Error("heap(): start the service with inspectPort")),
           async stop() {
@@ -187,6 +190,13 @@ async function heapAfterGc(inspectPort: number): Promise<{ usedMb: number; total
   } finally {
     socket.close();
   }
+}
+
+/** The arguments between the node binary and `script` on a process's command line. */
+function nodeFlags(pid: number, script: string): string[] {
+  const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+  const at = args.indexOf(script);
+  return at < 0 ? [] : args.slice(1, at);
 }
 
 /** VmRSS of a process in MB (0 when it is gone). */
