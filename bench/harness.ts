@@ -3,7 +3,7 @@
 // process memory and percentiles.
 
 import { execFile, spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,6 +12,7 @@ import { fromBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { CheckPermissionResponseSchema } from "../gen/flip/authz/v1/authz_pb.ts";
+import type { LoadJob, LoadOutcome } from "./grpc-load.ts";
 import type { PostgresAccess } from "./report.ts";
 
 export const run = promisify(execFile);
@@ -371,4 +372,98 @@ export async function freePort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   if (address === null || typeof address === "string") throw new Error("no port");
   return address.port;
+}
+
+/** Runs bench/grpc-load.ts on the load core with this job (bodies differing per call, checked answers). */
+export async function grpcLoad(job: LoadJob): Promise<LoadOutcome> {
+  const file = join(tmpDirectory(), `load-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
+  writeFileSync(file, JSON.stringify(job));
+  try {
+    const [command, args] = pinned(LOAD_CPU, process.execPath, [
+      join(import.meta.dirname, "grpc-load.ts"),
+      file,
+    ]);
+    const { stdout } = await run(command, args, { encoding: "utf8", maxBuffer: 256 * 1024 * 1024 });
+    return JSON.parse(stdout) as LoadOutcome;
+  } finally {
+    rmSync(file, { force: true });
+  }
+}
+
+/** CPU seconds (user + system) a process has used, from /proc. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.split(" ") ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const CLOCK_TICKS = 100;
+
+export interface PairedRound {
+  /** req/s of each server. */
+  rates: [number, number];
+  /** Requests answered per CPU-second of each server: what it would do with the core to itself. */
+  perCpuSecond: [number, number];
+}
+
+export interface PairedResult {
+  rounds: PairedRound[];
+  /** Median over rounds of a's req/s over b's. */
+  ratio: number;
+  /** Median over rounds of a's requests per CPU-second over b's. */
+  cpuRatio: number;
+  /** Each server's median requests per CPU-second. */
+  perCpuSecond: [number, number];
+  rates: [number, number];
+}
+
+/**
+ * Loads two servers at once, both pinned to the server core (one h2load each on the load core): the kernel
+ * gives two busy processes on one core equal shares, so their req/s ratio is the inverse ratio of their
+ * cost per call, and a burst of other load on the machine hits both alike. (Checked with two identical
+ * no-op servers at a load average of 13: ratios 0.94–1.06, where runs one after the other ranged
+ * 0.58–2.88.) Also reports requests per CPU-second each got. `rounds` runs of `seconds`, after a warm-up.
+ */
+export async function pairedLoad(
+  servers: [BenchServer, BenchServer],
+  bodyFile: string,
+  options: { rounds: number; seconds: number; headers: string[]; path: string },
+): Promise<PairedResult> {
+  const run = (seconds: number) =>
+    Promise.all(
+      servers.map((server) =>
+        h2load({
+          url: `http://127.0.0.1:${server.port}${options.path}`,
+          bodyFile,
+          headers: options.headers,
+          seconds,
+        }),
+      ),
+    );
+  await run(1); // warm-up (JIT), not counted
+  const rounds: PairedRound[] = [];
+  for (let round = 0; round < options.rounds; round++) {
+    const before = servers.map((server) => cpuSeconds(server.pid));
+    const [a, b] = (await run(options.seconds)) as [LoadResult, LoadResult];
+    const used = servers.map((server, i) =>
+      Math.max(cpuSeconds(server.pid) - (before[i] ?? 0), 1 / CLOCK_TICKS),
+    );
+    rounds.push({
+      rates: [a.rate, b.rate],
+      perCpuSecond: [a.requests / (used[0] ?? 1), b.requests / (used[1] ?? 1)],
+    });
+  }
+  return {
+    rounds,
+    ratio: median(rounds.map((r) => r.rates[0] / r.rates[1])),
+    cpuRatio: median(rounds.map((r) => r.perCpuSecond[0] / r.perCpuSecond[1])),
+    perCpuSecond: [
+      median(rounds.map((r) => r.perCpuSecond[0])),
+      median(rounds.map((r) => r.perCpuSecond[1])),
+    ],
+    rates: [median(rounds.map((r) => r.rates[0])), median(rounds.map((r) => r.rates[1]))],
+  };
 }

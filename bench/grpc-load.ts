@@ -1,0 +1,147 @@
+// A gRPC unary load generator for requests that differ from call to call (h2load repeats one body): raw
+// node:http2, a fixed number of calls in flight, each answer checked (HTTP 200 and grpc-status 0). Run as
+// its own process pinned to the load core (harness.ts grpcLoad); reads its job from the JSON file named by
+// argv[2] and prints the outcome as one JSON line.
+//
+// The job's bodies are gRPC frames (base64), sent round-robin from a random start, or in order once each
+// with `once`.
+
+import { readFileSync } from "node:fs";
+import http2 from "node:http2";
+import net from "node:net";
+
+export interface LoadJob {
+  port: number;
+  path: string;
+  /** gRPC-framed request messages, base64. */
+  bodies: string[];
+  /** Calls in flight at once. */
+  concurrency: number;
+  /** Stop after this many seconds (0: when `once` has sent every body). */
+  seconds: number;
+  /** Send each body at most once, in order (then stop, if `seconds` has not stopped it first). */
+  once?: boolean;
+  /** Seconds of load before measuring (not counted). */
+  warmUp?: number;
+  headers?: Record<string, string>;
+  /** HTTP/2 connections the calls are spread over. */
+  connections?: number;
+}
+
+export interface LoadOutcome {
+  calls: number;
+  failures: number;
+  firstFailure?: string;
+  seconds: number;
+  rate: number;
+  /** Latencies in ms, sorted. */
+  latencies: number[];
+}
+
+async function runJob(job: LoadJob): Promise<LoadOutcome> {
+  const bodies = job.bodies.map((body) => Buffer.from(body, "base64"));
+  const sessions = Array.from({ length: job.connections ?? 4 }, () =>
+    http2.connect(`http://127.0.0.1:${job.port}`, {
+      // Small requests must not wait for Nagle's algorithm.
+      createConnection: () => net.connect({ host: "127.0.0.1", port: job.port, noDelay: true }),
+    }),
+  );
+  await Promise.all(sessions.map((session) => new Promise((resolve) => session.once("connect", resolve))));
+  const headers = {
+    ":method": "POST",
+    ":path": job.path,
+    "content-type": "application/grpc",
+    te: "trailers",
+    ...job.headers,
+  };
+  let next = job.once ? 0 : Math.floor(Math.random() * bodies.length);
+  let sent = 0;
+  let measuring = !job.warmUp;
+  let stopAt = Number.POSITIVE_INFINITY;
+  let calls = 0;
+  let failures = 0;
+  let firstFailure: string | undefined;
+  const latencies: number[] = [];
+  let started = performance.now();
+
+  // Callbacks rather than a promise per call: this process must cost far less per call than the server.
+  let active = 0;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  const launch = (): void => {
+    if ((job.once && next >= bodies.length) || performance.now() >= stopAt) {
+      if (--active === 0) finish();
+      return;
+    }
+    const body = bodies[next % bodies.length] as Buffer;
+    next++;
+    const t0 = performance.now();
+    const session = sessions[sent++ % sessions.length] as http2.ClientHttp2Session;
+    const stream = session.request(headers);
+    let status = 0;
+    let grpcStatus: string | undefined;
+    let message = "";
+    stream.on("response", (head) => {
+      status = Number(head[":status"]);
+      // A trailers-only answer carries grpc-status in the headers.
+      if (head["grpc-status"] !== undefined) grpcStatus = String(head["grpc-status"]);
+    });
+    stream.on("trailers", (trailers) => {
+      grpcStatus = String(trailers["grpc-status"]);
+      message = String(trailers["grpc-message"] ?? "");
+    });
+    stream.resume();
+    stream.on("close", () => {
+      if (measuring) {
+        calls++;
+        if (status !== 200 || grpcStatus !== "0") {
+          failures++;
+          firstFailure ??= `HTTP ${status}, grpc-status ${grpcStatus}: ${decodeURIComponent(message)}`;
+        } else {
+          latencies.push(performance.now() - t0);
+        }
+      }
+      launch();
+    });
+    stream.end(body);
+  };
+
+  const limit = (from: number) => (job.seconds > 0 ? from + job.seconds * 1000 : Number.POSITIVE_INFINITY);
+  if (job.warmUp) {
+    setTimeout(() => {
+      measuring = true;
+      started = performance.now();
+      stopAt = limit(started);
+    }, job.warmUp * 1000);
+  } else {
+    stopAt = limit(started);
+  }
+  active = job.concurrency;
+  for (let i = 0; i < job.concurrency; i++) launch();
+  await finished;
+  const seconds = (performance.now() - started) / 1000;
+  for (const session of sessions) session.close();
+  latencies.sort((a, b) => a - b);
+  return {
+    calls,
+    failures,
+    ...(firstFailure !== undefined && { firstFailure }),
+    seconds,
+    rate: calls / seconds,
+    latencies,
+  };
+}
+
+if (import.meta.main) {
+  const job = JSON.parse(readFileSync(process.argv[2] ?? "", "utf8")) as LoadJob;
+  const outcome = await runJob(job);
+  if (process.env.BENCH_LOAD_DEBUG) {
+    const usage = process.cpuUsage();
+    process.stderr.write(
+      `load process cpu ${((usage.user + usage.system) / 1e6).toFixed(2)} s over ${outcome.seconds.toFixed(2)} s\n`,
+    );
+  }
+  process.stdout.write(`${JSON.stringify(outcome)}\n`);
+}
