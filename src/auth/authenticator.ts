@@ -21,6 +21,11 @@ export interface Authenticator {
    */
   authenticate(authorization: string | null | undefined): Promise<Caller>;
   /**
+   * authenticate without waiting: the caller when no JWT has to be verified (open mode, a service token),
+   * undefined when one has; throws as authenticate does for a missing, malformed or unknown credential.
+   */
+  authenticateNow(authorization: string | null | undefined): Caller | undefined;
+  /**
    * The user (lower-case sub) behind the `Bearer` access token of an HTTP request a proxy asks about: user
    * JWTs only (a service token is no user), whatever the mode. Throws UnauthenticatedError when the header
    * is missing, malformed or not verifiable, or when AUTHZ_JWT_ISSUER is not set. A verified token is
@@ -29,6 +34,9 @@ export interface Authenticator {
    */
   verifyUser(authorization: string | null | undefined): Promise<string>;
 }
+
+const ANONYMOUS: Caller = Object.freeze({ kind: "anonymous" });
+const SERVICE: Caller = Object.freeze({ kind: "service" });
 
 /** How long a verified token is taken as verified (a signing key withdrawn from the JWKS counts after this). */
 export const VERIFIED_TOKEN_TTL_MS = 60_000;
@@ -77,14 +85,23 @@ export function createAuthenticator(
   const now = jwtOptions?.now ?? Date.now;
   const verified = new Lru<string, { userId: string; until: number }>(VERIFIED_TOKENS);
 
+  const authenticateNow = (authorization: string | null | undefined): Caller | undefined => {
+    if (mode === "open") return ANONYMOUS;
+    const credential = credentialOf(authorization);
+    if (serviceTokens.size > 0 && serviceTokens.matches(credential)) return SERVICE;
+    if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
+    return undefined;
+  };
+
   return {
     mode,
+    authenticateNow,
     async authenticate(authorization) {
-      if (mode === "open") return { kind: "anonymous" };
-      const credential = credentialOf(authorization);
-      if (serviceTokens.size > 0 && serviceTokens.matches(credential)) return { kind: "service" };
+      const caller = authenticateNow(authorization);
+      if (caller !== undefined) return caller;
+      // authenticateNow leaves only JWTs undecided, so the verifier is there.
       if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
-      const { userId } = await jwt.verify(credential);
+      const { userId } = await jwt.verify(credentialOf(authorization));
       return { kind: "user", userId };
     },
     async verifyUser(authorization) {

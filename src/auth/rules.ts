@@ -73,6 +73,27 @@ export async function authorize(
   targetUserIds: readonly string[],
   canManageUsers: CanManageUsers,
 ): Promise<string> {
+  const decided = authorizeNow(caller, method, targetUserIds);
+  if (decided !== undefined) return decided;
+  // Only a user who is not the call's subject gets here (authorizeNow decided everything else).
+  const actor = (caller as { userId: string }).userId.toLowerCase();
+  if (await canManageUsers(actor)) return actor;
+  const rule = RULES[method];
+  throw new PermissionDeniedError(
+    rule.guard === "self" ? `${method} about another user needs ${MANAGE}` : `${method} needs ${MANAGE}`,
+  );
+}
+
+/**
+ * authorize without waiting: the actor when the answer needs no look-up (open mode, a service, a user
+ * about themself or the catalog), undefined when it turns on whether a user holds CAN_MANAGE_USERS.
+ * Throws PermissionDeniedError as authorize does.
+ */
+export function authorizeNow(
+  caller: Caller,
+  method: RpcMethod,
+  targetUserIds: readonly string[],
+): string | undefined {
   // Own properties only: "toString" or "constructor" must not find a rule on the prototype.
   const rule = Object.hasOwn(RULES, method) ? RULES[method] : undefined;
   if (rule === undefined) throw new PermissionDeniedError(`${String(method)} is not a known method`);
@@ -88,10 +109,7 @@ export async function authorize(
       if (rule.guard === "catalog") return actor;
       if (rule.guard === "self" && targetUserIds.every((target) => target.toLowerCase() === actor))
         return actor;
-      if (await canManageUsers(actor)) return actor;
-      throw new PermissionDeniedError(
-        rule.guard === "self" ? `${method} about another user needs ${MANAGE}` : `${method} needs ${MANAGE}`,
-      );
+      return undefined;
     }
     default:
       throw new PermissionDeniedError("unknown caller");

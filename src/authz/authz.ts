@@ -188,6 +188,16 @@ export class AuthzQueries {
     return this.#decide(query, await this.reader.user(query.userId, query.consistency));
   }
 
+  /**
+   * checkPermission without waiting, when the reader can answer from memory right now; undefined when it
+   * cannot (then call checkPermission). Throws as checkPermission rejects.
+   */
+  checkPermissionNow(input: CheckInput): CheckOutput | undefined {
+    const query = parseCheck(input, "");
+    const view = this.reader.userNow?.(query.userId, query.consistency);
+    return view === undefined ? undefined : this.#decide(query, view);
+  }
+
   /** Validates every check before running any, so a bad batch fails as a whole. */
   async checkPermissions(checks: CheckInput[]): Promise<CheckOutput[]> {
     if (checks.length > this.maxBatch) {

@@ -31,6 +31,11 @@ export interface Reader {
   catalog(consistency: Consistency): Promise<CatalogView>;
   user(userId: string, consistency: Consistency): Promise<UserView>;
   profile(userId: string, consistency: Consistency): Promise<ProfileView>;
+  /**
+   * The same view without waiting, when memory may answer right now (a cache that holds the user and
+   * follows the feed); undefined otherwise, and then `user` reads. Optional: the database reader has none.
+   */
+  userNow?(userId: string, consistency: Consistency): UserView | undefined;
   /** Forget what is known of a user's roles and profile: this process has just changed them. */
   invalidateUser(userId: string): void;
 }

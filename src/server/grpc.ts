@@ -177,28 +177,7 @@ function unaryHandler(
       return;
     }
     const context = new GrpcCallContext(call, method, url, options.contextValues?.(call));
-    const succeed = (output: unknown) => {
-      let bytes: Buffer;
-      try {
-        bytes = encode(method.output, output);
-      } catch (error) {
-        fail(error);
-        return;
-      }
-      const header = context.headerMetadata();
-      if (header) call.sendMetadata(header);
-      callback(null, bytes, context.trailerMetadata());
-      record(options, name, call.cancelled ? Code.Canceled : 0, started);
-      // As in connect-node, the signal also fires when the call completes: downstream work stops.
-      context.abort(CALL_COMPLETED);
-    };
-    const fail = (reason: unknown) => {
-      // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
-      const error = context.stopped() ?? toPublicError(reason, options.logger, name);
-      callback(toStatus(error, context));
-      record(options, name, call.cancelled ? Code.Canceled : error.code, started);
-      context.abort(CALL_COMPLETED);
-    };
+    const done: UnaryCall = { call, callback, context, method, name, options, started };
     let output: unknown;
     try {
       output =
@@ -206,12 +185,56 @@ function unaryHandler(
           ? impl(input, context)
           : invokeIntercepted(impl, method, input, context, interceptors);
     } catch (error) {
-      fail(error);
+      failUnary(done, error);
       return;
     }
-    if (isPromise(output)) output.then(succeed, fail);
-    else succeed(output);
+    // An answer given at once goes out at once: no promise, no closures.
+    if (isPromise(output)) {
+      output.then(
+        (value) => succeedUnary(done, value),
+        (reason: unknown) => failUnary(done, reason),
+      );
+    } else {
+      succeedUnary(done, output);
+    }
   };
+}
+
+/** One unary call in progress, for the functions that end it. */
+interface UnaryCall {
+  call: grpc.ServerUnaryCall<Buffer, Buffer>;
+  callback: grpc.sendUnaryData<Buffer>;
+  context: GrpcCallContext;
+  method: DescMethod;
+  name: string;
+  options: GrpcServiceOptions;
+  started: number;
+}
+
+function succeedUnary(done: UnaryCall, output: unknown): void {
+  const { call, context } = done;
+  let bytes: Buffer;
+  try {
+    bytes = encode(done.method.output, output);
+  } catch (error) {
+    failUnary(done, error);
+    return;
+  }
+  const header = context.headerMetadata();
+  if (header) call.sendMetadata(header);
+  done.callback(null, bytes, context.trailerMetadata());
+  record(done.options, done.name, call.cancelled ? Code.Canceled : 0, done.started);
+  // As in connect-node, the signal also fires when the call completes: downstream work stops.
+  context.abort(CALL_COMPLETED);
+}
+
+function failUnary(done: UnaryCall, reason: unknown): void {
+  const { call, context, options } = done;
+  // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
+  const error = context.stopped() ?? toPublicError(reason, options.logger, done.name);
+  done.callback(toStatus(error, context));
+  record(options, done.name, call.cancelled ? Code.Canceled : error.code, done.started);
+  context.abort(CALL_COMPLETED);
 }
 
 function isPromise(value: unknown): value is PromiseLike<unknown> {
