@@ -81,6 +81,15 @@ describe("createAuthenticator, service tokens only", () => {
     await expect(auth.authenticate(`BEARER ${TOKEN_2}`)).resolves.toEqual({ kind: "service" });
   });
 
+  it("authenticateNow answers the same without waiting, and throws the same refusals", () => {
+    expect(auth.authenticateNow(`Bearer ${TOKEN_2}`)).toEqual({ kind: "service" });
+    expect(() => auth.authenticateNow(null)).toThrow("missing credentials");
+    expect(() => auth.authenticateNow(`Basic ${TOKEN_1}`)).toThrow("malformed authorization header");
+    expect(() => auth.authenticateNow("Bearer svc-token-three-000000000000000")).toThrow(
+      "invalid credentials",
+    );
+  });
+
   it("missing credentials", async () => {
     expect(await refusal(auth.authenticate(null))).toBe("missing credentials");
     expect(await refusal(auth.authenticate(undefined))).toBe("missing credentials");
@@ -135,6 +144,9 @@ describe("createAuthenticator, service tokens and JWTs", () => {
     const sub = randomUUID();
     const token = await signAccessToken(key, sub.toUpperCase());
     await expect(auth.authenticate(`Bearer ${token}`)).resolves.toEqual({ kind: "user", userId: sub });
+    // A JWT needs verifying: authenticateNow leaves it to authenticate.
+    expect(auth.authenticateNow(`Bearer ${token}`)).toBeUndefined();
+    expect(auth.authenticateNow(`Bearer ${TOKEN_1}`)).toEqual({ kind: "service" });
   });
 
   it("anything else is tried as a JWT and refused without echoing it", async () => {

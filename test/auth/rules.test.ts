@@ -4,7 +4,7 @@
 import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import type { Caller } from "../../src/auth/authenticator.ts";
-import { authorize, RPC_METHODS, type RpcMethod } from "../../src/auth/rules.ts";
+import { authorize, authorizeNow, RPC_METHODS, type RpcMethod } from "../../src/auth/rules.ts";
 import { PermissionDeniedError } from "../../src/authz/errors.ts";
 import { NIL_UUID } from "../../src/authz/ids.ts";
 
@@ -154,6 +154,16 @@ describe("authorize details", () => {
     await expect(authorize(user, "AssignRole", [SOMEONE], async () => Promise.reject(down))).rejects.toBe(
       down,
     );
+  });
+
+  it("decides at once (authorizeNow) exactly when no CAN_MANAGE_USERS look-up is needed", () => {
+    expect(authorizeNow({ kind: "anonymous" }, "AssignRole", [SOMEONE])).toBe(NIL_UUID);
+    expect(authorizeNow({ kind: "service" }, "CheckPermission", [SOMEONE])).toBe(NIL_UUID);
+    expect(() => authorizeNow({ kind: "service" }, "AssignRole", [SOMEONE])).toThrow(PermissionDeniedError);
+    expect(authorizeNow(user, "CheckPermission", [ME])).toBe(ME);
+    expect(authorizeNow(user, "ListRoles", [])).toBe(ME);
+    expect(authorizeNow(user, "CheckPermission", [SOMEONE])).toBeUndefined();
+    expect(authorizeNow(user, "AssignRole", [ME])).toBeUndefined();
   });
 
   it("an unknown method is denied", async () => {
