@@ -430,8 +430,10 @@ export interface PairedResult {
 export async function pairedLoad(
   servers: [BenchServer, BenchServer],
   bodyFile: string,
-  options: { rounds: number; seconds: number; headers: string[]; path: string },
+  options: { rounds: number; seconds: number; headers: string[]; path: string; h1?: boolean },
 ): Promise<PairedResult> {
+  // HTTP/1.1: 64 keep-alive connections, one request in flight on each (no pipelining).
+  const shape = options.h1 ? { h1: true, clients: 64, streams: 1 } : {};
   const run = (seconds: number) =>
     Promise.all(
       servers.map((server) =>
@@ -440,10 +442,11 @@ export async function pairedLoad(
           bodyFile,
           headers: options.headers,
           seconds,
+          ...shape,
         }),
       ),
     );
-  await run(1); // warm-up (JIT), not counted
+  await run(2); // warm-up (JIT), not counted
   const rounds: PairedRound[] = [];
   for (let round = 0; round < options.rounds; round++) {
     const before = servers.map((server) => cpuSeconds(server.pid));
