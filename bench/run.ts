@@ -22,13 +22,14 @@ import {
   type SectionResult,
 } from "./report.ts";
 import { connectJson } from "./scenarios/connect-json.ts";
+import { follower } from "./scenarios/follower.ts";
 import { guard } from "./scenarios/guard.ts";
 import { hotPath } from "./scenarios/hot-path.ts";
 import { millionUsers } from "./scenarios/million-users.ts";
 import { propagation } from "./scenarios/propagation.ts";
 
 /** In the order they run. Add a scenario here (bench/report.ts has the shape). */
-const SCENARIOS: Scenario[] = [hotPath, connectJson, millionUsers, propagation, guard];
+const SCENARIOS: Scenario[] = [hotPath, connectJson, millionUsers, propagation, guard, follower];
 
 const ADMIN_URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const args = process.argv.slice(2);

@@ -6,6 +6,8 @@
 //   bridge        our grpc-js bridge (src/server/grpc.ts) with a no-op Connect implementation
 //   connect-noop  connect-node (HTTP/1.1) with a no-op CheckPermission
 //   http-noop     bare node:http answering every POST with a fixed Connect JSON CheckPermission response
+//   app           the whole service in this process (startApp) on DATABASE_URL, open mode (the follower
+//                 scenario's upstream; the targets run the service through bin/flip-authz.js instead)
 // Prints one JSON line {"port": N, "httpPort": N} when listening; stops on SIGTERM. The service itself runs
 // through its real entry (bin/flip-authz.js, with the Node flags it sets): harness.ts startService.
 
@@ -21,6 +23,9 @@ import {
   type CheckPermissionResponse,
   CheckPermissionResponseSchema,
 } from "../gen/flip/authz/v1/authz_pb.ts";
+import { startApp } from "../src/app.ts";
+import { loadConfig } from "../src/config.ts";
+import { createLogger } from "../src/logger.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer } from "../src/server/grpc.ts";
 
 const mode = process.argv[2] ?? "app";
@@ -86,6 +91,16 @@ if (mode === "noop" || mode === "noop-channelz") {
       response.end(body);
     });
   });
+} else if (mode === "app") {
+  const config = loadConfig({
+    ...process.env,
+    AUTHZ_GRPC_LISTEN: "127.0.0.1:0",
+    AUTHZ_HTTP_LISTEN: "127.0.0.1:0",
+  });
+  const app = await startApp(config, createLogger("error"));
+  port = app.grpcPort;
+  httpPort = app.httpPort;
+  stop = () => app.shutdown();
 } else {
   throw new Error(`unknown mode ${mode}`);
 }
