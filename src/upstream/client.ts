@@ -78,7 +78,9 @@ export function createUpstreamClient(upstream: UpstreamConfig): UpstreamClient {
   const pingMs = Math.min(10_000, Math.max(100, Math.floor(upstream.maxStalenessMs / 5)));
   const client = new grpc.Client(upstream.target, channelCredentials(upstream), {
     "grpc.keepalive_time_ms": pingMs,
-    "grpc.keepalive_timeout_ms": pingMs,
+    // Half the bound to answer a ping: a frozen upstream is still dropped within it, a busy one is not.
+    "grpc.keepalive_timeout_ms": Math.max(pingMs, Math.floor(upstream.maxStalenessMs / 2)),
+
     "grpc.keepalive_permit_without_calls": 1,
     // grpc-js waits up to two minutes between reconnects by default; an upstream's restart takes seconds.
     "grpc.initial_reconnect_backoff_ms": 100,

@@ -36,6 +36,9 @@ const m = AuthzService.method;
 
 /** How long one fill may wait for the upstream before the read fails UNAVAILABLE. */
 const FILL_TIMEOUT_MS = 5000;
+/** How long a read that met a dropped connection waits before its one retry. */
+const RETRY_DELAY_MS = 150;
+
 /** ListRoles and ListPermissions are read until both answer the same revision, at most this often. */
 const CATALOG_ATTEMPTS = 10;
 /** A user's role names are matched against a catalog of the same moment, re-reading at most this often. */
@@ -309,7 +312,15 @@ export class UpstreamSource implements ReadSource, ChangeFeed {
     method: DescMethodUnary<I, O>,
     input: MessageInitShape<I>,
   ): Promise<MessageShape<O>> {
-    return this.#client.unary(method, input, { deadline: Date.now() + FILL_TIMEOUT_MS });
+    const deadline = Date.now() + FILL_TIMEOUT_MS;
+    return this.#client.unary(method, input, { deadline }).catch(async (error: unknown) => {
+      // A read caught on a connection that just dropped (a keepalive timeout on a busy machine, a replica
+      // behind the Service going away) fails at once; the channel reconnects within ~100 ms: one more try.
+      if (statusOf(error)?.code !== grpc.status.UNAVAILABLE || Date.now() + RETRY_DELAY_MS >= deadline)
+        throw error;
+      await new Promise((resolve) => setTimeout(resolve, RETRY_DELAY_MS));
+      return this.#client.unary(method, input, { deadline });
+    });
   }
 
   /** Runs a read; any failure leaves as UnavailableError (the cause is logged, not sent to callers). */
