@@ -123,6 +123,12 @@ function openConsole(): void {
     if (moveFocus) byId(`${name}-heading`, HTMLHeadingElement).focus();
   };
   window.addEventListener("hashchange", () => route(true));
+  // Following the link of the page already shown changes no hash, so no hashchange: move focus here.
+  for (const link of app.querySelectorAll<HTMLAnchorElement>("nav a")) {
+    link.addEventListener("click", () => {
+      if (link.hash === location.hash) route(true);
+    });
+  }
   route(false);
 }
 

@@ -216,6 +216,8 @@ describe.skipIf(!chromium.available)("the console in open mode", () => {
     await page.keyboard.press("Tab");
     expect(await focused()).toMatchObject({ tag: "A", text: "Check" });
     await page.keyboard.press("Enter");
+    // The page moves focus on hashchange, an event that may come after the key press returns.
+    await page.waitForFunction(`document.activeElement?.tagName === "H1"`);
     expect(await focused()).toMatchObject({ tag: "H1", text: "Check" });
     await page.keyboard.press("Tab");
     expect(await focused()).toMatchObject({ tag: "INPUT", label: "User ID" });
