@@ -18,18 +18,29 @@ import {
 import { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.ts";
 import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
+import { type CallHooks, reportCall, reportStart, type ServerLogger } from "./outcome.ts";
 
 export interface ExtAuthzOptions {
-  /**
-   * Called with every decision, e.g. RpcMetrics.decision: the one metric of Check, which is not counted
-   * among the RPCs (a latency histogram per call cost a measurable share of its throughput).
-   */
+  /** Called with every decision, e.g. RpcMetrics.decision. */
   onDecision(decision: Decision): void;
+  /** Told of each Check's start and end (e.g. RpcMetrics), as the other RPCs are. */
+  calls?: CallHooks;
+  /** Logs a failing hook. */
+  logger?: ServerLogger;
 }
 
 const CHECK = Authorization.method.check;
 const METHOD_NAME = `${Authorization.typeName}/${CHECK.name}`;
 const PARSE = { readUnknownFields: false };
+const CHECK_RECORD = {
+  transport: "grpc",
+  method: METHOD_NAME,
+  type: "unary",
+  code: 0,
+  seconds: 0,
+  received: 1,
+  sent: 1,
+} as const;
 
 /** The original request in a CheckRequest, or undefined when it does not describe an HTTP request. */
 function guardRequestOf(check: CheckRequest): GuardRequest | undefined {
@@ -140,19 +151,30 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
       responseDeserialize: passThrough,
     },
   };
-  const answer = (callback: grpc.sendUnaryData<Buffer>, decision: Decision) => {
+  const { calls, logger = console } = options;
+  // The RPC always answers OK (the decision is inside); a malformed request was not received as a message.
+  const answer = (
+    callback: grpc.sendUnaryData<Buffer>,
+    decision: Decision,
+    started: number,
+    received: number,
+  ) => {
     options.onDecision(decision);
     callback(null, checkResponseOf(decision));
+    const seconds = (performance.now() - started) / 1000;
+    reportCall(calls, logger, { ...CHECK_RECORD, seconds, received });
   };
   const check: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
+    const started = performance.now();
+    reportStart(calls, logger, "grpc", METHOD_NAME, "unary");
     let request: GuardRequest | undefined;
     try {
       request = guardRequestOf(fromBinary(CheckRequestSchema, call.request, PARSE));
     } catch {
-      return answer(callback, MALFORMED);
+      return answer(callback, MALFORMED, started, 0);
     }
-    if (request === undefined) return answer(callback, NOT_HTTP);
-    void guard(request).then((decision) => answer(callback, decision));
+    if (request === undefined) return answer(callback, NOT_HTTP, started, 1);
+    void guard(request).then((decision) => answer(callback, decision, started, 1));
   };
   server.addService(definition, { [CHECK.name]: check });
 }

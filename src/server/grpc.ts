@@ -27,7 +27,15 @@ import {
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { GrpcCallContext } from "./grpc-context.ts";
-import { type CallHook, reportCall, type ServerLogger, toPublicError } from "./outcome.ts";
+import {
+  type CallHooks,
+  type GrpcType,
+  grpcTypeOf,
+  reportCall,
+  reportStart,
+  type ServerLogger,
+  toPublicError,
+} from "./outcome.ts";
 
 export const DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024;
 
@@ -84,8 +92,8 @@ export interface GrpcServiceOptions {
   logger: ServerLogger;
   /** Connect interceptors, applied exactly as connect-node applies them (first in the array is outermost). */
   interceptors?: Interceptor[];
-  /** Called once per finished call, e.g. RpcMetrics.record. */
-  onCallEnd?: CallHook;
+  /** Told of each call's start and end, e.g. RpcMetrics. */
+  calls?: CallHooks;
   /**
    * Aborted when a shutdown starts: open streaming calls stop and end with UNAVAILABLE (clients reconnect
    * elsewhere) so a graceful drain is not held up by endless streams; unary calls run to completion.
@@ -168,12 +176,13 @@ function unaryHandler(
   const interceptors = options.interceptors ?? [];
   return (call, callback) => {
     const started = performance.now();
+    reportStart(options.calls, options.logger, "grpc", name, "unary");
     let input: unknown;
     try {
       input = fromBinary(method.input, call.request);
     } catch {
       callback({ code: grpc.status.INVALID_ARGUMENT, details: MALFORMED });
-      record(options, name, Code.InvalidArgument, started);
+      record(options, name, "unary", Code.InvalidArgument, started, 0, 0);
       return;
     }
     const context = new GrpcCallContext(call, method, url, options.contextValues?.(call));
@@ -223,7 +232,8 @@ function succeedUnary(done: UnaryCall, output: unknown): void {
   const header = context.headerMetadata();
   if (header) call.sendMetadata(header);
   done.callback(null, bytes, context.trailerMetadata());
-  record(done.options, done.name, call.cancelled ? Code.Canceled : 0, done.started);
+  const cancelled = call.cancelled;
+  record(done.options, done.name, "unary", cancelled ? Code.Canceled : 0, done.started, 1, cancelled ? 0 : 1);
   // As in connect-node, the signal also fires when the call completes: downstream work stops.
   context.abort(CALL_COMPLETED);
 }
@@ -233,7 +243,7 @@ function failUnary(done: UnaryCall, reason: unknown): void {
   // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
   const error = context.stopped() ?? toPublicError(reason, options.logger, done.name);
   done.callback(toStatus(error, context));
-  record(options, done.name, call.cancelled ? Code.Canceled : error.code, done.started);
+  record(options, done.name, "unary", call.cancelled ? Code.Canceled : error.code, done.started, 1, 0);
   context.abort(CALL_COMPLETED);
 }
 
@@ -255,19 +265,23 @@ function streamingHandler(
   const name = `${method.parent.typeName}/${method.name}`;
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
+  const type = grpcTypeOf(method);
   return (call: Writable) => {
     const started = performance.now();
+    reportStart(options.calls, options.logger, "grpc", name, type);
+    const messages = { received: 0, sent: 0 };
     let input: AsyncIterable<unknown>;
     if (method.methodKind === "server_streaming") {
       try {
         input = once(fromBinary(method.input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request));
+        messages.received = 1;
       } catch {
         call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: MALFORMED });
-        record(options, name, Code.InvalidArgument, started);
+        record(options, name, type, Code.InvalidArgument, started, 0, 0);
         return;
       }
     } else {
-      input = parseEach(call as grpc.ServerDuplexStream<Buffer, Buffer>, method.input);
+      input = parseEach(call as grpc.ServerDuplexStream<Buffer, Buffer>, method.input, messages);
     }
     const context = new GrpcCallContext(
       call,
@@ -279,7 +293,7 @@ function streamingHandler(
     // Streams watch their signal from the start: a cancel, the deadline or a shutdown ends them.
     void context.signal;
 
-    pump(call, method, impl, input, context, interceptors)
+    pump(call, method, impl, input, context, interceptors, messages)
       .then(
         () => {
           if (call.cancelled) return Code.Canceled;
@@ -300,7 +314,7 @@ function streamingHandler(
         },
       )
       .then((code) => {
-        record(options, name, code, started);
+        record(options, name, type, code, started, messages.received, messages.sent);
         context.abort(CALL_COMPLETED);
       });
   };
@@ -319,6 +333,7 @@ async function pump(
   input: AsyncIterable<unknown>,
   context: GrpcCallContext,
   interceptors: Interceptor[],
+  messages: { sent: number },
 ): Promise<void> {
   const output = await invokeStreaming(impl, method, input, context, interceptors);
   const iterator = output[Symbol.asyncIterator]();
@@ -339,6 +354,7 @@ async function pump(
         if (header) call.sendMetadata(header);
       }
       const bytes = Buffer.from(toBinary(method.output, normalize(method.output, next.value)));
+      messages.sent++;
       if (!call.write(bytes)) {
         if ((await Promise.race([drained(call), stopped])) === STOPPED) return;
       }
@@ -383,8 +399,10 @@ async function* once<T>(value: T): AsyncIterable<T> {
 async function* parseEach(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
   schema: DescMessage,
+  messages: { received: number },
 ): AsyncIterable<unknown> {
   for await (const chunk of call) {
+    messages.received++;
     let message: unknown;
     try {
       message = fromBinary(schema, chunk as Buffer);
@@ -510,7 +528,23 @@ function toStatus(error: ConnectError, context: GrpcCallContext): grpc.StatusObj
   };
 }
 
-function record(options: GrpcServiceOptions, method: string, code: number, started: number): void {
+function record(
+  options: GrpcServiceOptions,
+  method: string,
+  type: GrpcType,
+  code: number,
+  started: number,
+  received: number,
+  sent: number,
+): void {
   const seconds = (performance.now() - started) / 1000;
-  reportCall(options.onCallEnd, options.logger, { transport: "grpc", method, code, seconds });
+  reportCall(options.calls, options.logger, {
+    transport: "grpc",
+    method,
+    type,
+    code,
+    seconds,
+    received,
+    sent,
+  });
 }

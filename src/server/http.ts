@@ -18,7 +18,15 @@ import type { ConsoleSite } from "./console.ts";
 import { type ForwardAuthHandler, isForwardAuthPath } from "./forward-auth.ts";
 import type { HealthState } from "./health.ts";
 import type { RpcMetrics } from "./metrics.ts";
-import { type CallHook, reportCall, type ServerLogger, type Transport, toPublicError } from "./outcome.ts";
+import {
+  type CallHooks,
+  grpcTypeOf,
+  reportCall,
+  reportStart,
+  type ServerLogger,
+  type Transport,
+  toPublicError,
+} from "./outcome.ts";
 
 export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
 
@@ -76,7 +84,7 @@ export function createHttpHandler<S extends DescService>(
       router.service(options.service, options.impl);
     },
     interceptors: [
-      outcomeInterceptor(options.logger, options.metrics.record, options.streamShutdownSignal),
+      outcomeInterceptor(options.logger, options.metrics, options.streamShutdownSignal),
       ...(policy && options.changesState ? [originInterceptor(policy, options.changesState)] : []),
       ...(options.interceptors ?? []),
     ],
@@ -95,13 +103,21 @@ export function createHttpHandler<S extends DescService>(
         { err: reason, method: `${handler.service.typeName}/${handler.method.name}` },
         "writing an answer failed",
       ),
-    onMalformed: (handler, request) =>
-      reportCall(options.metrics.record, options.logger, {
-        transport: transportOf(request.headers["content-type"] ?? null),
-        method: `${handler.service.typeName}/${handler.method.name}`,
+    onMalformed: (handler, request) => {
+      const transport = transportOf(request.headers["content-type"] ?? null);
+      const method = `${handler.service.typeName}/${handler.method.name}`;
+      const type = grpcTypeOf(handler.method);
+      reportStart(options.metrics, options.logger, transport, method, type);
+      reportCall(options.metrics, options.logger, {
+        transport,
+        method,
+        type,
         code: Code.InvalidArgument,
         seconds: 0,
-      }),
+        received: 0,
+        sent: 0,
+      });
+    },
   });
   return (request, response) => {
     const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
@@ -248,7 +264,7 @@ function transportOf(contentType: string | null): Transport {
  */
 function outcomeInterceptor(
   logger: ServerLogger,
-  onCallEnd: CallHook,
+  calls: CallHooks,
   streamShutdown?: AbortSignal,
 ): Interceptor {
   return (next) => async (original) => {
@@ -259,23 +275,29 @@ function outcomeInterceptor(
     const started = performance.now();
     const method = `${request.service.typeName}/${request.method.name}`;
     const transport = transportOf(request.header.get("content-type"));
-    const record = (code: number) =>
-      reportCall(onCallEnd, logger, {
+    const type = grpcTypeOf(request.method);
+    reportStart(calls, logger, transport, method, type);
+    // Connect and gRPC-Web over HTTP/1.1 carry one request message (no client or bidi streams here).
+    const record = (code: number, sent: number) =>
+      reportCall(calls, logger, {
         transport,
         method,
+        type,
         code,
         seconds: (performance.now() - started) / 1000,
+        received: 1,
+        sent,
       });
     let response: Awaited<ReturnType<typeof next>>;
     try {
       response = await next(request);
     } catch (reason) {
       const error = toPublicError(reason, logger, method);
-      record(error.code);
+      record(error.code, 0);
       throw error;
     }
     if (!response.stream) {
-      record(0);
+      record(0, 1);
       return response;
     }
     return {
@@ -289,12 +311,16 @@ async function* guardStream(
   response: StreamResponse,
   logger: ServerLogger,
   method: string,
-  record: (code: number) => void,
+  record: (code: number, sent: number) => void,
   streamShutdown: AbortSignal | undefined,
 ): AsyncIterable<unknown> {
   let code: number | undefined;
+  let sent = 0;
   try {
-    yield* response.message;
+    for await (const message of response.message) {
+      yield message;
+      sent++;
+    }
     if (streamShutdown?.aborted) throw new ConnectError("the server is shutting down", Code.Unavailable);
     code = 0;
   } catch (reason) {
@@ -303,6 +329,6 @@ async function* guardStream(
     throw error;
   } finally {
     // Stopped from outside (client gone): recorded as CANCELLED.
-    record(code ?? 1);
+    record(code ?? 1, sent);
   }
 }

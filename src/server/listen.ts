@@ -99,14 +99,14 @@ export async function startServers<S extends DescService>(
     maxReceiveMessageBytes: options.grpc.maxReceiveMessageBytes,
     channelOptions: options.grpc.channelOptions,
   });
-  const common = { logger, onCallEnd: metrics.record, shutdownSignal: streams.signal };
+  const common = { logger, calls: metrics, shutdownSignal: streams.signal };
   addGrpcService(grpcServer, options.service, options.impl, {
     ...common,
     interceptors: options.interceptors,
   });
   addHealthService(grpcServer, health, common);
   const guard = options.guard;
-  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision });
+  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision, calls: metrics, logger });
   addReflectionService(
     grpcServer,
     [options.service, Health, ...(guard ? [Authorization] : []), ...REFLECTION_SERVICES],

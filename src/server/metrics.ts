@@ -1,15 +1,19 @@
-// Prometheus metrics for both listeners: Node's default process metrics, one counter and one latency
-// histogram of RPCs by transport, method and status code, and the route guard's decisions by route and
-// result (ext_authz and forward auth alike), served as text on GET /metrics.
+// Prometheus metrics for both listeners: Node's default process metrics, the RPCs of both listeners under
+// go-grpc-prometheus's names (call-stats.ts: grpc_server_started_total, grpc_server_handled_total,
+// grpc_server_msg_received_total, grpc_server_msg_sent_total, grpc_server_handling_seconds), and the route
+// guard's decisions by route and result (ext_authz and forward auth alike), served as text on GET /metrics.
+// The service's own metrics are named authz_….
 
 import { Counter, collectDefaultMetrics, Registry } from "prom-client";
 import type { Decision } from "../guard/decide.ts";
 import { registerCallStats } from "./call-stats.ts";
-import { type CallRecord, codeName } from "./outcome.ts";
+import type { CallHooks, CallRecord, GrpcType, Transport } from "./outcome.ts";
 
-export interface RpcMetrics {
+export interface RpcMetrics extends CallHooks {
   readonly registry: Registry;
-  /** Records one finished call; pass as `onCallEnd` to both listeners. */
+  /** Counts one call's start; listeners call it through the CallHooks they are given. */
+  start(transport: Transport, method: string, type: GrpcType): void;
+  /** Records one finished call. */
   record(call: CallRecord): void;
   /** Counts one route decision: `authz_route_decisions_total{route, decision}`. */
   decision(decision: Decision): void;
@@ -22,23 +26,19 @@ export interface RpcMetricsOptions {
   defaultMetrics?: boolean;
 }
 
+/**
+ * grpc_server_handling_seconds bounds: go-grpc-prometheus's defaults (prometheus.DefBuckets, 5 ms to 10 s)
+ * with three below them, where a cached check lies (well under a millisecond).
+ */
+export const HANDLING_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10,
+] as const;
+
 export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
   const registry = options.registry ?? new Registry();
   if (options.defaultMetrics ?? true) collectDefaultMetrics({ register: registry });
   // Counted per call in typed arrays, turned into series when scraped (call-stats.ts).
-  const calls = registerCallStats({
-    registry,
-    counter: {
-      name: "authz_rpc_handled_total",
-      help: "RPCs completed, by transport (grpc, connect, grpc-web), method and gRPC status code.",
-    },
-    histogram: {
-      name: "authz_rpc_duration_seconds",
-      help: "RPC handling time in seconds, by transport, method and gRPC status code.",
-      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
-    },
-    labels: (transport, method, code) => ({ transport, method, code: codeName(code) }),
-  });
+  const calls = registerCallStats({ registry, buckets: HANDLING_BUCKETS });
   const decisions = new Counter({
     name: "authz_route_decisions_total",
     help: "Route guard decisions (ext_authz, /forward-auth, /ext-authz), by route path (or none) and decision (allow, deny, unauthenticated, error).",
@@ -50,6 +50,7 @@ export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
     decision(decision) {
       decisions.inc({ route: decision.route, decision: decision.kind });
     },
+    start: (transport, method, type) => calls.start(transport, method, type),
     record: (call) => calls.record(call),
   };
 }

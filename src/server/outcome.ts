@@ -1,6 +1,7 @@
 // What every transport shares about the end of a call: the logger it reports to, the record a metrics hook
 // receives, and the one rule that turns anything thrown by a handler into the status a client may see.
 
+import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 
 /** The part of a pino logger the transports use; a pino Logger satisfies it. */
@@ -13,24 +14,62 @@ export interface ServerLogger {
 
 export type Transport = "grpc" | "connect" | "grpc-web";
 
+/** go-grpc-prometheus's grpc_type label. */
+export type GrpcType = "unary" | "client_stream" | "server_stream" | "bidi_stream";
+
+const GRPC_TYPES: Record<DescMethod["methodKind"], GrpcType> = {
+  unary: "unary",
+  client_streaming: "client_stream",
+  server_streaming: "server_stream",
+  bidi_streaming: "bidi_stream",
+};
+
+export function grpcTypeOf(method: DescMethod): GrpcType {
+  return GRPC_TYPES[method.methodKind];
+}
+
 /** One finished call, as a metrics hook sees it. `code` is 0 for OK, else the gRPC status code. */
 export interface CallRecord {
   transport: Transport;
   /** "<package>.<Service>/<Method>", e.g. "flip.authz.v1.AuthzService/CheckPermission". */
   method: string;
+  type: GrpcType;
   code: number;
   seconds: number;
+  /** Request messages read and response messages written. */
+  received: number;
+  sent: number;
 }
 
-export type CallHook = (record: CallRecord) => void;
+/** What the listeners report calls to (RpcMetrics satisfies it): the start and the end of each call. */
+export interface CallHooks {
+  start(transport: Transport, method: string, type: GrpcType): void;
+  record(call: CallRecord): void;
+}
 
-/** Hands a finished call to the hook; a failing hook is logged, never the call's problem. */
-export function reportCall(hook: CallHook | undefined, logger: ServerLogger, record: CallRecord): void {
-  if (!hook) return;
+/** Hands a finished call to the hooks; a failing hook is logged, never the call's problem. */
+export function reportCall(hooks: CallHooks | undefined, logger: ServerLogger, record: CallRecord): void {
+  if (!hooks) return;
   try {
-    hook(record);
+    hooks.record(record);
   } catch (error) {
     logger.warn({ err: error, method: record.method, code: codeName(record.code) }, "call hook failed");
+  }
+}
+
+/** Tells the hooks a call started; as reportCall, a failing hook is only logged. */
+export function reportStart(
+  hooks: CallHooks | undefined,
+  logger: ServerLogger,
+  transport: Transport,
+  method: string,
+  type: GrpcType,
+): void {
+  if (!hooks) return;
+  try {
+    hooks.start(transport, method, type);
+  } catch (error) {
+    logger.warn({ err: error, method }, "call hook failed");
   }
 }
 

@@ -60,8 +60,10 @@ export async function readiness(httpBase: string): Promise<"SERVING" | "NOT_SERV
 export async function handledCalls(httpBase: string, method: string, code = "OK"): Promise<number> {
   const text = await (await fetch(`${httpBase}/metrics`)).text();
   let total = 0;
-  for (const [, labels, value] of text.matchAll(/^authz_rpc_handled_total\{([^}]*)\} (\d+)/gm)) {
-    if (labels?.includes(`/${method}"`) && labels.includes(`code="${code}"`)) total += Number(value);
+  for (const [, labels, value] of text.matchAll(/^grpc_server_handled_total\{([^}]*)\} (\d+)/gm)) {
+    if (labels?.includes(`grpc_method="${method}"`) && labels.includes(`grpc_code="${code}"`)) {
+      total += Number(value);
+    }
   }
   return total;
 }

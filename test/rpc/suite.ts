@@ -1558,8 +1558,11 @@ export function rpcSuite(label: string, createDatabase: () => Promise<AppDatabas
           expect(metrics.headers.get("content-type")).toContain("text/plain");
           const text = await metrics.text();
           const hits = /^authz_cache_hits(?:_total)? (\d+)/m.exec(text);
-          const handled = [...text.matchAll(/^authz_rpc_handled_total\{([^}]*)\} (\d+)/gm)]
-            .filter(([, labels]) => labels?.includes('CheckPermission"') && labels.includes("OK"))
+          const handled = [...text.matchAll(/^grpc_server_handled_total\{([^}]*)\} (\d+)/gm)]
+            .filter(
+              ([, labels]) =>
+                labels?.includes('grpc_method="CheckPermission"') && labels.includes('grpc_code="OK"'),
+            )
             .map(([, , value]) => Number(value));
           return { hits: Number(hits?.[1]), handled: handled.reduce((a, b) => a + b, 0) };
         };

@@ -308,6 +308,17 @@ describe("served from the caches, counted in metrics", () => {
     ).toBe(1);
     expect(count(after, "none", "deny") - count(before, "none", "deny")).toBe(1);
     expect(count(after, "none", "error") - count(before, "none", "error")).toBe(1);
+    // Check is an RPC like the others under go-grpc-prometheus's names: always OK (the decision is inside);
+    // the malformed one was not received as a message.
+    const check_ = `grpc_type="unary",grpc_service="envoy.service.auth.v3.Authorization",grpc_method="Check",transport="grpc"`;
+    const series = (text: string, name: string, extra = "") =>
+      Number(new RegExp(`^${name}\\{${check_}${extra}\\} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+    const delta = (name: string, extra = "") => series(after, name, extra) - series(before, name, extra);
+    expect(delta("grpc_server_started_total")).toBe(5);
+    expect(delta("grpc_server_handled_total", ',grpc_code="OK"')).toBe(5);
+    expect(delta("grpc_server_msg_received_total")).toBe(4);
+    expect(delta("grpc_server_msg_sent_total")).toBe(5);
+    expect(delta("grpc_server_handling_seconds_count")).toBe(5);
   });
 
   it("a permission removed while running makes its route deny", async () => {

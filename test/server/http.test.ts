@@ -102,10 +102,10 @@ describe("HTTP listener", () => {
     });
     const metrics = await (await fetch(`${f.httpBase}/metrics`)).text();
     expect(metrics).toMatch(
-      /authz_rpc_handled_total\{transport="connect",method="[^"]+CheckPermission",code="INVALID_ARGUMENT"\} [1-9]/,
+      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="connect",grpc_code="INVALID_ARGUMENT"\} [1-9]/,
     );
     expect(metrics).toMatch(
-      /authz_rpc_handled_total\{transport="grpc-web",method="[^"]+CheckPermission",code="INVALID_ARGUMENT"\} [1-9]/,
+      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="grpc-web",grpc_code="INVALID_ARGUMENT"\} [1-9]/,
     );
   });
 
@@ -145,16 +145,23 @@ describe("HTTP listener", () => {
     expect(response.headers.get("content-type")).toContain("text/plain");
     const text = await response.text();
     expect(text).toContain("process_cpu_user_seconds_total");
+    const listRoles = (transport: string) =>
+      `grpc_type="unary",grpc_service="flip.authz.v1.AuthzService",grpc_method="ListRoles",transport="${transport}"`;
+    for (const transport of ["grpc", "connect"]) {
+      expect(text).toMatch(new RegExp(`^grpc_server_started_total\\{${listRoles(transport)}\\} [1-9]`, "m"));
+      expect(text).toMatch(
+        new RegExp(`^grpc_server_handled_total\\{${listRoles(transport)},grpc_code="OK"\\} [1-9]`, "m"),
+      );
+      expect(text).toMatch(
+        new RegExp(`^grpc_server_msg_received_total\\{${listRoles(transport)}\\} [1-9]`, "m"),
+      );
+      expect(text).toMatch(new RegExp(`^grpc_server_msg_sent_total\\{${listRoles(transport)}\\} [1-9]`, "m"));
+    }
     expect(text).toMatch(
-      /authz_rpc_handled_total\{transport="grpc",method="flip.authz.v1.AuthzService\/ListRoles",code="OK"\} [1-9]/,
+      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="connect",grpc_code="NOT_FOUND"\}/,
     );
-    expect(text).toMatch(
-      /authz_rpc_handled_total\{transport="connect",method="flip.authz.v1.AuthzService\/ListRoles",code="OK"\} [1-9]/,
-    );
-    expect(text).toMatch(
-      /authz_rpc_handled_total\{transport="connect",method="[^"]+CheckPermission",code="NOT_FOUND"\}/,
-    );
-    expect(text).toContain('authz_rpc_duration_seconds_bucket{le="0.005",transport="grpc"');
+    expect(text).toContain(`grpc_server_handling_seconds_bucket{le="0.005",${listRoles("grpc")}}`);
+    expect(text).not.toContain("authz_rpc_");
   });
 
   it("answers 404 for an unknown path", async () => {

@@ -1,65 +1,113 @@
-// The RPC counter and latency histogram on /metrics: exact counts, cumulative buckets, sums and labels for
-// the calls recorded, in Prometheus text as prom-client writes it.
+// The RPC metrics on /metrics under go-grpc-prometheus's names: exact counts, cumulative buckets, sums and
+// labels for the calls recorded, in Prometheus text as prom-client writes it.
 
 import { describe, expect, it } from "vitest";
 import { createRpcMetrics } from "../../src/server/metrics.ts";
+import type { CallRecord } from "../../src/server/outcome.ts";
 
-const METHOD = "flip.authz.v1.AuthzService/CheckPermission";
+const SERVICE = "flip.authz.v1.AuthzService";
+const METHOD = `${SERVICE}/CheckPermission`;
 
 function lines(text: string, prefix: string): string[] {
   return text.split("\n").filter((line) => line.startsWith(prefix));
 }
 
+function call(fields: Partial<CallRecord>): CallRecord {
+  return {
+    transport: "grpc",
+    method: METHOD,
+    type: "unary",
+    code: 0,
+    seconds: 0,
+    received: 1,
+    sent: 1,
+    ...fields,
+  };
+}
+
+const labels = (transport: string, type = "unary", method = "CheckPermission", service = SERVICE) =>
+  `grpc_type="${type}",grpc_service="${service}",grpc_method="${method}",transport="${transport}"`;
+
 describe("RPC metrics", () => {
-  it("counts each call under its transport, method and code, with its duration in the right buckets", async () => {
+  it("counts each call under go-grpc-prometheus's names and labels, with its duration in the right buckets", async () => {
     const metrics = createRpcMetrics({ defaultMetrics: false });
-    metrics.record({ transport: "grpc", method: METHOD, code: 0, seconds: 0.0002 });
-    metrics.record({ transport: "grpc", method: METHOD, code: 0, seconds: 0.003 });
-    metrics.record({ transport: "grpc", method: METHOD, code: 5, seconds: 0.0005 });
-    metrics.record({ transport: "connect", method: METHOD, code: 0, seconds: 42 });
-    metrics.record({ transport: "grpc-web", method: METHOD, code: 99, seconds: 0.01 });
+    for (let i = 0; i < 4; i++) metrics.start("grpc", METHOD, "unary");
+    metrics.start("connect", METHOD, "unary");
+    metrics.record(call({ seconds: 0.0002 }));
+    metrics.record(call({ seconds: 0.003 }));
+    metrics.record(call({ code: 5, seconds: 0.0005, sent: 0 }));
+    metrics.record(call({ transport: "connect", seconds: 42 }));
+    metrics.record(call({ transport: "grpc-web", code: 99, seconds: 0.01, sent: 0 }));
+    metrics.start("grpc", `${SERVICE}/WatchChanges`, "server_stream");
+    metrics.record(call({ method: `${SERVICE}/WatchChanges`, type: "server_stream", sent: 7, seconds: 1 }));
     const text = await metrics.registry.metrics();
 
-    expect(text).toContain("# TYPE authz_rpc_handled_total counter");
-    expect(text).toContain("# TYPE authz_rpc_duration_seconds histogram");
-    expect(lines(text, "authz_rpc_handled_total{").sort()).toEqual(
+    for (const name of [
+      "grpc_server_started_total",
+      "grpc_server_handled_total",
+      "grpc_server_msg_received_total",
+      "grpc_server_msg_sent_total",
+    ]) {
+      expect(text).toContain(`# TYPE ${name} counter`);
+    }
+    expect(text).toContain("# TYPE grpc_server_handling_seconds histogram");
+    expect(lines(text, "grpc_server_handled_total{").sort()).toEqual(
       [
-        `authz_rpc_handled_total{transport="grpc",method="${METHOD}",code="OK"} 2`,
-        `authz_rpc_handled_total{transport="grpc",method="${METHOD}",code="NOT_FOUND"} 1`,
-        `authz_rpc_handled_total{transport="connect",method="${METHOD}",code="OK"} 1`,
-        `authz_rpc_handled_total{transport="grpc-web",method="${METHOD}",code="CODE_99"} 1`,
+        `grpc_server_handled_total{${labels("grpc")},grpc_code="OK"} 2`,
+        `grpc_server_handled_total{${labels("grpc")},grpc_code="NOT_FOUND"} 1`,
+        `grpc_server_handled_total{${labels("connect")},grpc_code="OK"} 1`,
+        `grpc_server_handled_total{${labels("grpc-web")},grpc_code="CODE_99"} 1`,
+        `grpc_server_handled_total{${labels("grpc", "server_stream", "WatchChanges")},grpc_code="OK"} 1`,
       ].sort(),
     );
+    // A call still running is started but not handled; a call recorded without a start (a malformed one
+    // reported by its listener) has a series all the same.
+    expect(lines(text, "grpc_server_started_total{").sort()).toEqual(
+      [
+        `grpc_server_started_total{${labels("grpc")}} 4`,
+        `grpc_server_started_total{${labels("connect")}} 1`,
+        `grpc_server_started_total{${labels("grpc-web")}} 0`,
+        `grpc_server_started_total{${labels("grpc", "server_stream", "WatchChanges")}} 1`,
+      ].sort(),
+    );
+    expect(lines(text, `grpc_server_msg_received_total{${labels("grpc")}}`)).toEqual([
+      `grpc_server_msg_received_total{${labels("grpc")}} 3`,
+    ]);
+    expect(lines(text, `grpc_server_msg_sent_total{${labels("grpc")}}`)).toEqual([
+      `grpc_server_msg_sent_total{${labels("grpc")}} 2`,
+    ]);
+    expect(
+      lines(text, `grpc_server_msg_sent_total{${labels("grpc", "server_stream", "WatchChanges")}}`),
+    ).toEqual([`grpc_server_msg_sent_total{${labels("grpc", "server_stream", "WatchChanges")}} 7`]);
 
-    const ok = `transport="grpc",method="${METHOD}",code="OK"`;
-    const bucket = (le: string, labels = ok) =>
-      lines(text, `authz_rpc_duration_seconds_bucket{le="${le}",${labels}}`)[0]?.split(" ")[1];
-    expect(bucket("0.0005")).toBe("1");
-    expect(bucket("0.001")).toBe("1");
-    expect(bucket("0.0025")).toBe("1");
-    expect(bucket("0.005")).toBe("2");
-    expect(bucket("10")).toBe("2");
-    expect(bucket("+Inf")).toBe("2");
-    // A duration on a bound counts in that bucket (le is "less than or equal").
-    expect(bucket("0.0005", `transport="grpc",method="${METHOD}",code="NOT_FOUND"`)).toBe("1");
+    // The histogram has no grpc_code, as in go-grpc-prometheus: the three grpc calls are in one series.
+    const bucket = (le: string, set = labels("grpc")) =>
+      lines(text, `grpc_server_handling_seconds_bucket{le="${le}",${set}}`)[0]?.split(" ")[1];
+    expect(bucket("0.00025")).toBeUndefined();
+    // 0.0002 and 0.0005 (a duration on a bound counts in that bucket: le is "less than or equal").
+    expect(bucket("0.0005")).toBe("2");
+    expect(bucket("0.001")).toBe("2");
+    expect(bucket("0.005")).toBe("3");
+    expect(bucket("10")).toBe("3");
+    expect(bucket("+Inf")).toBe("3");
     // Past the last bound: only +Inf.
-    const slow = `transport="connect",method="${METHOD}",code="OK"`;
-    expect(bucket("10", slow)).toBe("0");
-    expect(bucket("+Inf", slow)).toBe("1");
-    expect(lines(text, `authz_rpc_duration_seconds_sum{${ok}}`)).toEqual([
-      `authz_rpc_duration_seconds_sum{${ok}} 0.0032`,
+    expect(bucket("10", labels("connect"))).toBe("0");
+    expect(bucket("+Inf", labels("connect"))).toBe("1");
+    expect(lines(text, `grpc_server_handling_seconds_sum{${labels("grpc")}}`)).toEqual([
+      `grpc_server_handling_seconds_sum{${labels("grpc")}} 0.0037`,
     ]);
-    expect(lines(text, `authz_rpc_duration_seconds_count{${slow}}`)).toEqual([
-      `authz_rpc_duration_seconds_count{${slow}} 1`,
+    expect(lines(text, `grpc_server_handling_seconds_count{${labels("connect")}}`)).toEqual([
+      `grpc_server_handling_seconds_count{${labels("connect")}} 1`,
     ]);
+    expect(text).not.toContain("authz_rpc_");
   });
 
   it("starts again from zero when the registry is reset", async () => {
     const metrics = createRpcMetrics({ defaultMetrics: false });
-    metrics.record({ transport: "grpc", method: METHOD, code: 0, seconds: 0.001 });
+    metrics.record(call({ seconds: 0.001 }));
     metrics.registry.resetMetrics();
-    expect(lines(await metrics.registry.metrics(), "authz_rpc_handled_total{")).toEqual([]);
-    metrics.record({ transport: "grpc", method: METHOD, code: 0, seconds: 0.001 });
-    expect(lines(await metrics.registry.metrics(), "authz_rpc_handled_total{")).toHaveLength(1);
+    expect(lines(await metrics.registry.metrics(), "grpc_server_handled_total{")).toEqual([]);
+    metrics.record(call({ seconds: 0.001 }));
+    expect(lines(await metrics.registry.metrics(), "grpc_server_handled_total{")).toHaveLength(1);
   });
 });
