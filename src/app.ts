@@ -27,7 +27,7 @@ import { createAuthzService, createFollowerService } from "./rpc/service.ts";
 import { createBrowserPolicy } from "./server/browser-policy.ts";
 import { registerCacheMetrics } from "./server/cache-metrics.ts";
 import { loadConsole } from "./server/console.ts";
-import { createHealthState, type HealthState } from "./server/health.ts";
+import { CHANGE_FEED, createHealthState, type HealthState } from "./server/health.ts";
 import { type RunningServers, startServers } from "./server/listen.ts";
 import { createRpcMetrics } from "./server/metrics.ts";
 import { createTransportSecurity } from "./server/security.ts";
@@ -234,6 +234,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     if (stopping) return;
     health.setAll(databaseUp && reader.live ? "SERVING" : "NOT_SERVING");
   };
+  if (hub.degraded !== undefined) health.warn(CHANGE_FEED, hub.degraded);
   const detachLive = reader.onLiveChange(updateHealth);
   const pinger = setInterval(() => {
     store.ping().then(

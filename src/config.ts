@@ -11,7 +11,17 @@ export class ConfigError extends Error {
   }
 }
 
-export type DatabaseConfig = { kind: "sqlite"; path: string } | { kind: "postgres"; url: string };
+export type DatabaseConfig =
+  | { kind: "sqlite"; path: string }
+  | {
+      kind: "postgres";
+      url: string;
+      /**
+       * `AUTHZ_LISTEN_DATABASE_URL`: a direct session for the change feed's LISTEN connection (and the
+       * migration lock) when `url` goes through a transaction pooler such as PgBouncer.
+       */
+      listenUrl?: string;
+    };
 
 export interface ListenAddress {
   host: string;
@@ -263,6 +273,9 @@ function loadUpstream(env: Env): UpstreamConfig | undefined {
     }
     return undefined;
   }
+  if (optional(env, "AUTHZ_LISTEN_DATABASE_URL") !== undefined) {
+    throw new ConfigError("AUTHZ_LISTEN_DATABASE_URL", "a follower (AUTHZ_UPSTREAM) keeps no database");
+  }
   if (optional(env, "DATABASE_URL") !== undefined) {
     throw new ConfigError(
       "AUTHZ_UPSTREAM and DATABASE_URL",
@@ -316,6 +329,17 @@ function loadUpstream(env: Env): UpstreamConfig | undefined {
 export function loadConfig(env: Env = process.env): Config {
   const upstream = loadUpstream(env);
   const database = parseDatabaseUrl(optional(env, "DATABASE_URL") ?? DEFAULT_DATABASE_URL);
+  const listenUrl = optional(env, "AUTHZ_LISTEN_DATABASE_URL");
+  if (listenUrl !== undefined) {
+    const listen = parseDatabaseUrl(listenUrl, "AUTHZ_LISTEN_DATABASE_URL");
+    if (listen.kind !== "postgres" || database.kind !== "postgres") {
+      throw new ConfigError(
+        "AUTHZ_LISTEN_DATABASE_URL",
+        "is for PostgreSQL only: both it and DATABASE_URL must be postgres:// URLs",
+      );
+    }
+    database.listenUrl = listen.url;
+  }
   const grpcListen = parseListen(
     optional(env, "AUTHZ_GRPC_LISTEN") ?? "127.0.0.1:50051",
     "AUTHZ_GRPC_LISTEN",

@@ -99,6 +99,17 @@ describe("configuration", () => {
     [{ AUTHZ_JWT_AUDIENCE: "abc" }, "AUTHZ_JWT_AUDIENCE", "AUTHZ_JWT_ISSUER is not"],
     [{ AUTHZ_TLS_CERT_FILE: "cert.pem" }, "AUTHZ_TLS_KEY_FILE", "go together"],
     [{ AUTHZ_TLS_CLIENT_CA_FILE: "ca.pem" }, "AUTHZ_TLS_CLIENT_CA_FILE", "needs AUTHZ_TLS_CERT_FILE"],
+    [{ AUTHZ_LISTEN_DATABASE_URL: "postgres://db/flip" }, "AUTHZ_LISTEN_DATABASE_URL", "PostgreSQL only"],
+    [
+      { DATABASE_URL: "postgres://pgbouncer/flip", AUTHZ_LISTEN_DATABASE_URL: "sqlite:x.db" },
+      "AUTHZ_LISTEN_DATABASE_URL",
+      "PostgreSQL only",
+    ],
+    [
+      { DATABASE_URL: "postgres://pgbouncer/flip", AUTHZ_LISTEN_DATABASE_URL: "postgres://" },
+      "AUTHZ_LISTEN_DATABASE_URL",
+      "needs a host",
+    ],
   ])("refuses %j naming %s", (env, variable, problem) => {
     const error = failure(env);
     expect(error.variable).toBe(variable);
@@ -174,6 +185,11 @@ describe("configuration", () => {
         "AUTHZ_UPSTREAM and DATABASE_URL",
         "keeps no database",
       ],
+      [
+        { AUTHZ_UPSTREAM: "authz:50051", AUTHZ_LISTEN_DATABASE_URL: "postgres://db/flip" },
+        "AUTHZ_LISTEN_DATABASE_URL",
+        "keeps no database",
+      ],
       [{ AUTHZ_UPSTREAM: "authz" }, "AUTHZ_UPSTREAM", "must be host:port"],
       [{ AUTHZ_UPSTREAM: "grpc://authz:50051" }, "AUTHZ_UPSTREAM", "must be host:port"],
       [{ AUTHZ_UPSTREAM: "http://authz:50051/api" }, "AUTHZ_UPSTREAM", "no path"],
@@ -210,6 +226,23 @@ describe("configuration", () => {
     it("never echoes the upstream token", () => {
       const error = failure({ AUTHZ_UPSTREAM: "authz:1", AUTHZ_UPSTREAM_TOKEN: "with space-0123456789" });
       expect(error.message).toBe("AUTHZ_UPSTREAM_TOKEN: has spaces or characters outside visible ASCII");
+    });
+  });
+
+  it("reads AUTHZ_LISTEN_DATABASE_URL beside a PostgreSQL DATABASE_URL", () => {
+    expect(
+      loadConfig({
+        DATABASE_URL: "postgres://authz@pgbouncer:6432/flip",
+        AUTHZ_LISTEN_DATABASE_URL: "postgres://authz@db:5432/flip",
+      }).database,
+    ).toEqual({
+      kind: "postgres",
+      url: "postgres://authz@pgbouncer:6432/flip",
+      listenUrl: "postgres://authz@db:5432/flip",
+    });
+    expect(loadConfig({ DATABASE_URL: "postgres://db/flip" }).database).toEqual({
+      kind: "postgres",
+      url: "postgres://db/flip",
     });
   });
 

@@ -8,6 +8,7 @@ export class ChangeHub {
   readonly #listeners = new Set<ChangeListener>();
   #subscription: ChangeSubscription | undefined;
   #interrupted: Error | undefined;
+  #degraded: string | undefined;
 
   constructor(feed: ChangeFeed) {
     this.#feed = feed;
@@ -28,8 +29,16 @@ export class ChangeHub {
         this.#interrupted = undefined;
         for (const listener of this.#listeners) listener.onResumed();
       },
+      onDegraded: (reason: string) => {
+        this.#degraded = reason;
+      },
     });
     return after;
+  }
+
+  /** Why the feed works in a lesser way (see ChangeListener.onDegraded); undefined when it does not. */
+  get degraded(): string | undefined {
+    return this.#degraded;
   }
 
   /** True while the feed is connected (and so changes arrive). */

@@ -129,6 +129,11 @@ export interface ChangeListener {
   onInterrupted(error: Error): void;
   /** The feed is live again and has replayed every change it may have missed. */
   onResumed(): void;
+  /**
+   * The feed works, but not the way it should, and an operator should know: `reason` says why (LISTEN
+   * broken by a transaction pooler, so the change log is polled instead).
+   */
+  onDegraded?(reason: string): void;
 }
 
 /**

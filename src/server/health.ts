@@ -11,6 +11,8 @@ export type ServingStatus = "SERVING" | "NOT_SERVING";
 
 /** The overall status of the server, as health checks name it. */
 export const OVERALL = "";
+/** Listed by gRPC health as NOT_SERVING while the change feed polls because LISTEN does not work. */
+export const CHANGE_FEED = "flip-authz.change-feed";
 
 /**
  * The statuses health checks report. Known services are fixed at creation and start NOT_SERVING; the app
@@ -24,6 +26,13 @@ export interface HealthState {
   /** True when the overall status is SERVING (what /readyz answers). */
   isServing(): boolean;
   services(): string[];
+  /**
+   * Records a problem that does not stop serving but that an operator should see: gRPC health lists
+   * `service` as NOT_SERVING (the overall status is unaffected) and `/readyz` prints `message`.
+   */
+  warn(service: string, message: string): void;
+  /** The messages of `warn`, in order. */
+  warnings(): string[];
   /** Resolves at the first change after `version`, or at once if there was one already; false on abort. */
   changed(version: number, signal: AbortSignal): Promise<boolean>;
   readonly version: number;
@@ -32,6 +41,7 @@ export interface HealthState {
 export function createHealthState(services: string[] = []): HealthState {
   const statuses = new Map<string, ServingStatus>([[OVERALL, "NOT_SERVING"]]);
   for (const service of services) statuses.set(service, "NOT_SERVING");
+  const warnings = new Map<string, string>();
   const waiters = new Set<() => void>();
   let version = 0;
   const bump = () => {
@@ -39,7 +49,7 @@ export function createHealthState(services: string[] = []): HealthState {
     for (const wake of [...waiters]) wake();
   };
   return {
-    get: (service) => statuses.get(service),
+    get: (service) => (warnings.has(service) ? "NOT_SERVING" : statuses.get(service)),
     set(service, status) {
       if (!statuses.has(service)) throw new Error(`health: unknown service ${JSON.stringify(service)}`);
       if (statuses.get(service) === status) return;
@@ -55,7 +65,13 @@ export function createHealthState(services: string[] = []): HealthState {
       if (changed) bump();
     },
     isServing: () => statuses.get(OVERALL) === "SERVING",
-    services: () => [...statuses.keys()],
+    services: () => [...new Set([...statuses.keys(), ...warnings.keys()])],
+    warn(service, message) {
+      if (warnings.get(service) === message) return;
+      warnings.set(service, message);
+      bump();
+    },
+    warnings: () => [...warnings.values()],
     get version() {
       return version;
     },

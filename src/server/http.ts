@@ -135,9 +135,10 @@ export function createHttpHandler<S extends DescService>(
     if (request.method === "GET" || request.method === "HEAD") {
       if (path === "/healthz") return text(response, 200, "ok\n");
       if (path === "/readyz") {
+        const warnings = options.health.warnings().map((warning) => `warning: ${warning}\n`);
         return options.health.isServing()
-          ? text(response, 200, "ready\n")
-          : text(response, 503, "not ready\n");
+          ? text(response, 200, ["ready\n", ...warnings].join(""))
+          : text(response, 503, ["not ready\n", ...warnings].join(""));
       }
       if (path === "/metrics") {
         options.metrics.registry.metrics().then(

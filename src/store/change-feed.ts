@@ -1,9 +1,17 @@
 // Live change notifications. PostgreSQL: a dedicated LISTEN connection (not from the pool) that reconnects
 // with backoff and replays what it missed from the change log. SQLite: this process's own writes poke the
 // feed after commit, and a cheap poll of the revision counter sees other processes' writes.
+//
+// LISTEN needs a session of its own. Behind a transaction pooler (PgBouncer pool_mode=transaction, RDS
+// Proxy) the LISTEN runs on whichever server connection the statement got and notifications go nowhere.
+// So the PostgreSQL feed LISTENs on AUTHZ_LISTEN_DATABASE_URL when set, and at start sends itself a probe
+// notification through DATABASE_URL: when it does not arrive, the feed says why (log and health) and polls
+// the change log through DATABASE_URL instead.
 
+import { randomBytes } from "node:crypto";
 import pg from "pg";
 import type { Change, ChangeKind, ChangeListener, ChangeSubscription, Revision } from "../authz/store.ts";
+import { redactDatabase } from "../config.ts";
 import type { Logger } from "./logger.ts";
 
 export const CHANNEL = "flip_authz_changes";
@@ -15,6 +23,10 @@ const CATCH_UP_BATCH = 1000;
  */
 export const HEARTBEAT_MS = 5_000;
 const HEARTBEAT_TIMEOUT_MS = 3_000;
+/** How long the start-up probe waits for its own notification (a direct session delivers it in ms). */
+export const PROBE_TIMEOUT_MS = 2_000;
+/** How often the change log is polled when LISTEN does not work. */
+export const FALLBACK_POLL_MS = 250;
 
 /** What a feed needs from the store. */
 export interface ChangeSource {
@@ -36,6 +48,7 @@ export function parseNotification(payload: string | undefined): Change | null {
 abstract class Feed implements ChangeSubscription {
   protected lastSeen: Revision;
   protected closed = false;
+  protected interrupted = false;
   protected readonly source: ChangeSource;
   protected readonly listener: ChangeListener;
   protected readonly logger: Logger;
@@ -78,6 +91,25 @@ abstract class Feed implements ChangeSubscription {
     }
   }
 
+  /** Catches up when the revision counter moved; reports the database lost and found again. */
+  protected poll(): Promise<void> {
+    return this.enqueue(async () => {
+      if (this.closed) return;
+      try {
+        if ((await this.source.currentRevision()) > this.lastSeen) await this.catchUp();
+        if (this.interrupted) {
+          this.interrupted = false;
+          this.safely(() => this.listener.onResumed());
+        }
+      } catch (error) {
+        if (!this.interrupted && !this.closed) {
+          this.interrupted = true;
+          this.safely(() => this.listener.onInterrupted(error as Error));
+        }
+      }
+    });
+  }
+
   protected safely(fn: () => void): void {
     try {
       fn();
@@ -87,17 +119,35 @@ abstract class Feed implements ChangeSubscription {
   }
 }
 
+/** Where the feed connects: `url` is DATABASE_URL (the pool's), `listenUrl` AUTHZ_LISTEN_DATABASE_URL. */
+export interface FeedDatabase {
+  url: string;
+  listenUrl?: string;
+}
+
 export class PostgresFeed extends Feed {
+  /** The LISTEN connection's URL. */
   private readonly url: string;
+  /** DATABASE_URL: where writes (and so notifications) come from; the probe notifies through it. */
+  private readonly poolUrl: string;
   private client: pg.Client | null = null;
   private retryTimer: NodeJS.Timeout | null = null;
-  private interrupted = false;
   private backoffMs = 100;
   private readonly heartbeat: NodeJS.Timeout;
+  private pollTimer: NodeJS.Timeout | null = null;
+  /** Why LISTEN is not used (the feed polls instead); undefined while it is. */
+  degraded: string | undefined;
 
-  constructor(url: string, after: Revision, source: ChangeSource, listener: ChangeListener, logger: Logger) {
+  constructor(
+    database: FeedDatabase,
+    after: Revision,
+    source: ChangeSource,
+    listener: ChangeListener,
+    logger: Logger,
+  ) {
     super(after, source, listener, logger);
-    this.url = url;
+    this.url = database.listenUrl ?? database.url;
+    this.poolUrl = database.url;
     this.heartbeat = setInterval(() => void this.beat(), HEARTBEAT_MS);
     this.heartbeat.unref();
   }
@@ -133,7 +183,83 @@ export class PostgresFeed extends Feed {
   /** Connects, LISTENs, then replays from `after`; rejects when the first connection fails. */
   async start(): Promise<void> {
     await this.connect();
+    const problem = await this.probe();
+    if (problem !== null) await this.fallBack(problem);
     await this.enqueue(() => this.catchUp());
+  }
+
+  /**
+   * LISTENs on a fresh channel and NOTIFYs it through DATABASE_URL: null when the notification arrives,
+   * else what is in the way. A transaction pooler shows itself by the backend it hands out: pg's
+   * BackendKeyData names one process, `pg_backend_pid()` another.
+   */
+  private async probe(): Promise<string | null> {
+    const client = this.client;
+    if (!client) return null;
+    const channel = `flip_authz_probe_${randomBytes(6).toString("hex")}`;
+    const token = randomBytes(8).toString("hex");
+    let heard!: (arrived: boolean) => void;
+    const arrival = new Promise<boolean>((resolve) => {
+      heard = resolve;
+    });
+    const onNotification = (message: pg.Notification) => {
+      if (message.channel === channel && message.payload === token) heard(true);
+    };
+    client.on("notification", onNotification);
+    let timer: NodeJS.Timeout | undefined;
+    let pooled = false;
+    try {
+      await client.query(`LISTEN ${channel}`);
+      const pids = await client.query<{ pid: number }>("SELECT pg_backend_pid() AS pid");
+      const own = (client as unknown as { processID?: number }).processID;
+      pooled = own !== undefined && own !== null && Number(pids.rows[0]?.pid) !== own;
+      const notifier = new pg.Client({
+        connectionString: this.poolUrl,
+        connectionTimeoutMillis: 5_000,
+        application_name: "flip-authz change feed probe",
+      });
+      notifier.on("error", () => {});
+      try {
+        await notifier.connect();
+        await notifier.query("SELECT pg_notify($1, $2)", [channel, token]);
+      } finally {
+        await notifier.end().catch(() => {});
+      }
+      timer = setTimeout(() => heard(false), PROBE_TIMEOUT_MS);
+      if (await arrival) {
+        // LISTEN last, so pg_stat_activity shows the connection as the LISTEN one (as the heartbeat does).
+        await client.query(`UNLISTEN ${channel}`).catch(() => {});
+        await client.query(`LISTEN ${CHANNEL}`).catch(() => {});
+        return null;
+      }
+    } finally {
+      clearTimeout(timer);
+      client.off("notification", onNotification);
+    }
+    const where = redactDatabase({ kind: "postgres", url: this.url });
+    return pooled
+      ? `LISTEN does not work through ${where}: a transaction pooler (such as PgBouncer with ` +
+          "pool_mode=transaction, or RDS Proxy) hands each statement another server connection; set " +
+          `AUTHZ_LISTEN_DATABASE_URL to a direct session. Polling the change log every ${FALLBACK_POLL_MS} ms instead`
+      : `a notification sent through DATABASE_URL did not reach the LISTEN connection at ${where} within ` +
+          `${PROBE_TIMEOUT_MS} ms (a pooler, or another database?). Polling the change log every ` +
+          `${FALLBACK_POLL_MS} ms instead`;
+  }
+
+  /** Gives up the LISTEN connection for polling the change log through the store (the pool). */
+  private async fallBack(reason: string): Promise<void> {
+    this.degraded = reason;
+    this.logger.warn({ changeFeed: "polling" }, reason);
+    clearInterval(this.heartbeat);
+    const client = this.client;
+    this.client = null;
+    if (client) {
+      client.removeAllListeners("end");
+      await client.end().catch(() => {});
+    }
+    this.pollTimer = setInterval(() => void this.poll(), FALLBACK_POLL_MS);
+    this.pollTimer.unref();
+    this.safely(() => this.listener.onDegraded?.(reason));
   }
 
   private async connect(): Promise<void> {
@@ -220,6 +346,7 @@ export class PostgresFeed extends Feed {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.heartbeat);
+    if (this.pollTimer) clearInterval(this.pollTimer);
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     const client = this.client;
@@ -233,7 +360,6 @@ export class PostgresFeed extends Feed {
 
 export class PollingFeed extends Feed {
   private timer: NodeJS.Timeout | null = null;
-  private interrupted = false;
   private readonly onClose: (feed: PollingFeed) => void;
 
   constructor(
@@ -256,21 +382,7 @@ export class PollingFeed extends Feed {
 
   /** Checks for new revisions now (after a local commit, or on the poll timer). */
   poke(): Promise<void> {
-    return this.enqueue(async () => {
-      if (this.closed) return;
-      try {
-        if ((await this.source.currentRevision()) > this.lastSeen) await this.catchUp();
-        if (this.interrupted) {
-          this.interrupted = false;
-          this.safely(() => this.listener.onResumed());
-        }
-      } catch (error) {
-        if (!this.interrupted && !this.closed) {
-          this.interrupted = true;
-          this.safely(() => this.listener.onInterrupted(error as Error));
-        }
-      }
-    });
+    return this.poll();
   }
 
   async close(): Promise<void> {

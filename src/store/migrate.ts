@@ -1,5 +1,8 @@
-// Applies the committed migrations and the seed. On PostgreSQL a session advisory lock, held on a connection
-// of its own, makes processes that start together on one database take turns.
+// Applies the committed migrations and the seed. On PostgreSQL an advisory lock, held by an open transaction
+// on a connection of its own, makes processes that start together on one database take turns. A
+// transaction-scoped lock, so that a transaction pooler (PgBouncer pool_mode=transaction) keeps the lock's
+// server connection for the whole transaction and releases the lock with it; a session lock would stay
+// behind on a pooled server connection.
 
 import pg from "pg";
 import { redactDatabase } from "../config.ts";
@@ -20,11 +23,12 @@ export async function runMigrations(orm: Orm, logger: Logger): Promise<void> {
   lock.on("error", (error) => logger.warn({ err: error.message }, "migration lock connection lost"));
   await lock.connect();
   try {
-    await lock.query("SELECT pg_advisory_lock($1)", [MIGRATION_LOCK_KEY]);
+    await lock.query("BEGIN");
+    await lock.query("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK_KEY]);
     await applyAndSeed(orm, logger);
   } finally {
-    // Ending the session releases the lock even if the unlock fails.
-    await lock.query("SELECT pg_advisory_unlock($1)", [MIGRATION_LOCK_KEY]).catch(() => {});
+    // Ending the transaction (or the session) releases the lock.
+    await lock.query("ROLLBACK").catch(() => {});
     await lock.end().catch(() => {});
   }
 }

@@ -539,7 +539,7 @@ class SqlStore implements Store {
   async subscribe(after: Revision, listener: ChangeListener): Promise<ChangeSubscription> {
     let feed: PostgresFeed | PollingFeed;
     if (this.database.kind === "postgres") {
-      feed = new PostgresFeed(this.database.url, after, this, listener, this.logger);
+      feed = new PostgresFeed(this.database, after, this, listener, this.logger);
     } else {
       const polling = new PollingFeed(after, this, listener, this.logger, this.pollIntervalMs, (closed) =>
         this.pollingFeeds.delete(closed),
