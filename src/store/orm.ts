@@ -1,5 +1,5 @@
 // Builds the MikroORM instance for a DatabaseConfig (PostgreSQL or SQLite) with the committed migrations,
-// and the few per-platform SQL differences the store's raw queries need.
+// and which platform it is.
 
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
@@ -17,26 +17,14 @@ import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.t
 /** In the order they apply. */
 export const MIGRATIONS = [Migration20261130FlipSchema];
 
-/** The per-platform pieces of SQL and value conversions used by the store's raw queries. */
+/** Which database the ORM talks to: the store's few per-platform choices (locks, snapshot isolation). */
 export interface Dialect {
   kind: "postgres" | "sqlite";
-  /** A Date as a query parameter for a timestamp column. */
-  timestamp(date: Date): string | number;
-  /** SELECT expression giving a timestamp column as epoch milliseconds (a number). */
-  millis(column: string): string;
 }
 
-const postgresDialect: Dialect = {
-  kind: "postgres",
-  timestamp: (date) => date.toISOString(),
-  millis: (column) => `floor(extract(epoch from ${column}) * 1000)::float8`,
-};
+const postgresDialect: Dialect = { kind: "postgres" };
 
-const sqliteDialect: Dialect = {
-  kind: "sqlite",
-  timestamp: (date) => date.getTime(),
-  millis: (column) => column,
-};
+const sqliteDialect: Dialect = { kind: "sqlite" };
 
 /** Epoch milliseconds (as a number, numeric string or ISO string) as a Date. */
 export function toDate(value: unknown): Date {

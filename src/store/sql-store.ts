@@ -1,6 +1,10 @@
-// The Store (src/authz/store.ts) over MikroORM on PostgreSQL or SQLite. Reads and writes are raw SQL on a
-// fresh EntityManager fork per operation; every write runs in one transaction with its users_audit row.
+// The Store (src/authz/store.ts) over MikroORM on PostgreSQL or SQLite, through the entities of
+// entities.ts: em.find/findOne, em.insert/nativeUpdate/nativeDelete and the QueryBuilder typed by the entity
+// definitions, a fresh EntityManager fork per operation, every write in one em.transactional with its
+// users_audit row. Raw SQL is left only where MikroORM has no API for the thing (advisory locks, the ping),
+// each place saying so.
 
+import { LockMode, raw, sql } from "@mikro-orm/core";
 import type { SqlEntityManager } from "@mikro-orm/sql";
 import { FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
@@ -28,6 +32,16 @@ import type {
 } from "../authz/store.ts";
 import type { DatabaseConfig } from "../config.ts";
 import { PollingFeed, PostgresFeed } from "./change-feed.ts";
+import {
+  ChangeLogEntry,
+  Permission,
+  RevisionCounter,
+  Role,
+  RolePermission,
+  UserAudit,
+  UserProfile,
+  UserRole,
+} from "./entities.ts";
 import { toDomainError, withRetries } from "./errors.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { runMigrations } from "./migrate.ts";
@@ -83,6 +97,27 @@ export async function openStore(database: DatabaseConfig, options: OpenStoreOpti
   return new SqlStore(orm, database, logger, options.pollIntervalMs ?? 200);
 }
 
+/** The counter's current value. */
+async function readRevision(em: SqlEntityManager): Promise<Revision> {
+  const rows = await em
+    .createQueryBuilder(RevisionCounter, "c")
+    .select("c.revision")
+    .where({ id: 1 })
+    .execute("all", true);
+  return num(rows[0]?.revision ?? 0);
+}
+
+/** A user's roles (id and name), sorted by name: one statement, the user_role rows as a subquery. */
+async function readUserRoles(em: SqlEntityManager, userId: string): Promise<RoleName[]> {
+  const held = em.createQueryBuilder(UserRole, "ur").select("ur.roleId").where({ userId });
+  const rows = await em
+    .createQueryBuilder(Role, "r")
+    .select(["r.id", "r.name"])
+    .where({ id: { $in: held } })
+    .execute("all", true);
+  return rows.map((row) => ({ id: str(row.id), name: str(row.name) })).sort(byName);
+}
+
 /** One transaction of a role or profile write. */
 class WriteContext {
   readonly em: SqlEntityManager;
@@ -92,18 +127,8 @@ class WriteContext {
     this.dialect = dialect;
   }
 
-  all(sql: string, params: unknown[] = []): Promise<Row[]> {
-    return this.em.execute<Row[]>(sql, params);
-  }
-
-  async run(sql: string, params: unknown[] = []): Promise<number> {
-    const result = await this.em.execute<{ affectedRows: number }>(sql, params, "run");
-    return result.affectedRows;
-  }
-
-  async revision(): Promise<Revision> {
-    const rows = await this.all("SELECT revision FROM authz_revision WHERE id = 1");
-    return num(rows[0]?.revision ?? 0);
+  revision(): Promise<Revision> {
+    return readRevision(this.em);
   }
 
   /**
@@ -113,55 +138,89 @@ class WriteContext {
    */
   async lockUser(userId: string): Promise<void> {
     if (this.dialect.kind === "postgres") {
-      await this.all("SELECT pg_advisory_xact_lock(17221, hashtext(?))", [userId]);
+      // Raw: MikroORM has no API for advisory locks.
+      await this.em.execute("SELECT pg_advisory_xact_lock(17221, hashtext(?))", [userId]);
     } else {
-      await this.run("UPDATE authz_revision SET revision = revision WHERE id = 1");
+      await this.em
+        .createQueryBuilder(RevisionCounter)
+        .update({ revision: raw("revision") })
+        .where({ id: 1 })
+        .execute("run");
     }
   }
 
-  /** Current Admin holders; on PostgreSQL their rows stay locked until commit, so racing revokes queue up. */
-  async lockAdmins(): Promise<Set<string>> {
-    const lock = this.dialect.kind === "postgres" ? " FOR UPDATE" : "";
-    const rows = await this.all(`SELECT user_id FROM user_role WHERE role_id = ?${lock}`, [ADMIN_ROLE_ID]);
-    return new Set(rows.map((row) => str(row.user_id)));
+  /** A role by id, or NotFoundError. */
+  async role(roleId: string): Promise<RoleName> {
+    const rows = await this.em
+      .createQueryBuilder(Role, "r")
+      .select(["r.id", "r.name"])
+      .where({ id: roleId })
+      .execute("all", true);
+    const row = rows[0];
+    if (!row) throw new NotFoundError(`role ${roleId} not found`);
+    return { id: str(row.id), name: str(row.name) };
   }
 
-  async userRoles(userId: string): Promise<RoleName[]> {
-    const rows = await this.all(
-      "SELECT r.id, r.name FROM user_role ur JOIN roles r ON r.id = ur.role_id WHERE ur.user_id = ?",
-      [userId],
-    );
-    return rows.map((row) => ({ id: str(row.id), name: str(row.name) })).sort(byName);
+  /**
+   * Current Admin holders; on PostgreSQL their rows stay locked (FOR UPDATE) until commit, so racing
+   * revokes queue up. SQLite has no row locks: its one writer at a time is the lock.
+   */
+  async lockAdmins(): Promise<Set<string>> {
+    const qb = this.em
+      .createQueryBuilder(UserRole, "ur")
+      .select("ur.userId")
+      .where({ roleId: ADMIN_ROLE_ID });
+    if (this.dialect.kind === "postgres") qb.setLockMode(LockMode.PESSIMISTIC_WRITE);
+    const rows = await qb.execute("all", true);
+    return new Set(rows.map((row) => str(row.userId)));
+  }
+
+  userRoles(userId: string): Promise<RoleName[]> {
+    return readUserRoles(this.em, userId);
+  }
+
+  /** Inserts the pairs that are missing; resolves to how many were. */
+  async addRoles(userId: string, roleIds: string[]): Promise<number> {
+    if (roleIds.length === 0) return 0;
+    const result = await this.em
+      .createQueryBuilder(UserRole)
+      .insert(roleIds.map((roleId) => ({ userId, roleId })))
+      .onConflict()
+      .ignore()
+      .execute("run");
+    return result.affectedRows;
+  }
+
+  removeRoles(userId: string, roleIds: string[]): Promise<number> {
+    if (roleIds.length === 0) return Promise.resolve(0);
+    return this.em.nativeDelete(UserRole, { userId, roleId: { $in: roleIds } });
   }
 
   async audit(action: string, userId: string, actorId: string): Promise<void> {
     const now = Date.now();
-    await this.run(
-      `INSERT INTO users_audit (id, action, user_id, modified_by_user_id, "timestamp") VALUES (?, ?, ?, ?, ?)`,
-      [uuidv7(now), action, userId, actorId.toLowerCase(), this.dialect.timestamp(new Date(now))],
-    );
-  }
-
-  insertUserRoleSql(): string {
-    return this.dialect.kind === "postgres"
-      ? "INSERT INTO user_role (user_id, role_id) VALUES (?, ?) ON CONFLICT DO NOTHING"
-      : "INSERT OR IGNORE INTO user_role (user_id, role_id) VALUES (?, ?)";
+    await this.em.insert(UserAudit, {
+      id: uuidv7(now),
+      action,
+      userId,
+      modifiedByUserId: actorId.toLowerCase(),
+      timestamp: new Date(now),
+    });
   }
 }
 
 const NO_ADMIN = "the call would leave no user holding Admin";
 
-/** Parameters are inlined into the SQL text by the ORM: numbers must be plain non-negative integers. */
+/** LIMIT values: plain non-negative integers. */
 function wholeNumber(value: number): number {
   return Number.isFinite(value) ? Math.max(0, Math.trunc(value)) : 0;
 }
 
-/** The rows whose `column` equals `ref` exactly, or else case-insensitively (Unicode case folding). */
-function matchName(rows: Row[], column: string, ref: string): Row[] {
-  const exact = rows.filter((row) => row[column] === ref);
+/** The rows whose `name` equals `ref` exactly, or else case-insensitively (Unicode case folding). */
+function matchName<T extends { name: string }>(rows: T[], ref: string): T[] {
+  const exact = rows.filter((row) => row.name === ref);
   if (exact.length > 0) return exact;
   const folded = ref.toLowerCase();
-  return rows.filter((row) => str(row[column]).toLowerCase() === folded);
+  return rows.filter((row) => row.name.toLowerCase() === folded);
 }
 
 class SqlStore implements Store {
@@ -218,66 +277,64 @@ class SqlStore implements Store {
     return this.read("resolveRole", async (em) => {
       // Names are matched here rather than with SQL lower(), which folds only ASCII on SQLite; the tables
       // hold a handful of rows.
-      const rows = isUuid(ref)
-        ? await em.execute<Row[]>("SELECT id, name FROM roles WHERE id = ?", [ref.toLowerCase()])
-        : matchName(await em.execute<Row[]>("SELECT id, name FROM roles"), "name", ref);
-      const row = rows[0];
-      return row ? { id: str(row.id), name: str(row.name) } : null;
+      const qb = em.createQueryBuilder(Role, "r").select(["r.id", "r.name"]);
+      if (isUuid(ref)) qb.where({ id: ref.toLowerCase() });
+      const rows = (await qb.execute("all", true)).map((row) => ({ id: str(row.id), name: str(row.name) }));
+      return (isUuid(ref) ? rows : matchName(rows, ref))[0] ?? null;
     });
   }
 
   async resolvePermission(ref: string): Promise<PermissionRecord | null> {
     return this.read("resolvePermission", async (em) => {
-      const select = "SELECT id, permission_name, permission_description FROM permission";
-      const rows = isUuid(ref)
-        ? await em.execute<Row[]>(`${select} WHERE id = ?`, [ref.toLowerCase()])
-        : matchName(await em.execute<Row[]>(select), "permission_name", ref);
-      const row = rows[0];
-      return row
-        ? { id: str(row.id), name: str(row.permission_name), description: str(row.permission_description) }
-        : null;
+      const qb = em.createQueryBuilder(Permission, "p").select(["p.id", "p.name", "p.description"]);
+      if (isUuid(ref)) qb.where({ id: ref.toLowerCase() });
+      const rows = (await qb.execute("all", true)).map((row) => ({
+        id: str(row.id),
+        name: str(row.name),
+        description: str(row.description),
+      }));
+      return (isUuid(ref) ? rows : matchName(rows, ref))[0] ?? null;
     });
   }
 
   async loadCatalog(): Promise<Catalog> {
     return this.snapshot("loadCatalog", async (em) => {
-      const roleRows = await em.execute<Row[]>(
-        `SELECT (SELECT revision FROM authz_revision WHERE id = 1) AS revision, r.id, r.name, r.description,
-           rp.permission_id
-         FROM roles r LEFT JOIN role_permission rp ON rp.role_id = r.id`,
-      );
-      const permissionRows = await em.execute<Row[]>(
-        "SELECT id, permission_name, permission_description FROM permission",
-      );
-      const roles = new Map<string, RoleRecord>();
+      const revision = await readRevision(em);
+      const roleRows = await em
+        .createQueryBuilder(Role, "r")
+        .select(["r.id", "r.name", "r.description"])
+        .execute("all", true);
+      const pairs = await em
+        .createQueryBuilder(RolePermission, "rp")
+        .select(["rp.roleId", "rp.permissionId"])
+        .execute("all", true);
+      const permissionRows = await em
+        .createQueryBuilder(Permission, "p")
+        .select(["p.id", "p.name", "p.description"])
+        .execute("all", true);
       const permissionSets = new Map<string, Set<string>>();
-      let revision = 0;
-      for (const row of roleRows) {
-        revision = num(row.revision ?? 0);
-        const id = str(row.id);
-        let role = roles.get(id);
-        if (!role) {
-          role = { id, name: str(row.name), description: str(row.description), permissionIds: [] };
-          roles.set(id, role);
-          permissionSets.set(id, new Set());
+      for (const pair of pairs) {
+        const roleId = str(pair.roleId).toLowerCase();
+        let set = permissionSets.get(roleId);
+        if (!set) {
+          set = new Set();
+          permissionSets.set(roleId, set);
         }
-        if (row.permission_id != null) permissionSets.get(id)?.add(str(row.permission_id).toLowerCase());
+        set.add(str(pair.permissionId).toLowerCase());
       }
-      for (const [id, set] of permissionSets) {
-        const role = roles.get(id);
-        if (role) role.permissionIds = [...set];
-      }
-      if (roleRows.length === 0) {
-        const rows = await em.execute<Row[]>("SELECT revision FROM authz_revision WHERE id = 1");
-        revision = num(rows[0]?.revision ?? 0);
-      }
+      const roles: RoleRecord[] = roleRows.map((row) => ({
+        id: str(row.id),
+        name: str(row.name),
+        description: str(row.description),
+        permissionIds: [...(permissionSets.get(str(row.id).toLowerCase()) ?? [])],
+      }));
       return {
         revision,
-        roles: [...roles.values()],
+        roles,
         permissions: permissionRows.map((row) => ({
           id: str(row.id),
-          name: str(row.permission_name),
-          description: str(row.permission_description),
+          name: str(row.name),
+          description: str(row.description),
         })),
       };
     });
@@ -285,12 +342,18 @@ class SqlStore implements Store {
 
   async userRoles(userId: string): Promise<UserRoles> {
     return this.read("userRoles", async (em) => {
-      // One statement, so the revision and the rows come from one snapshot.
-      const rows = await em.execute<Row[]>(
-        `SELECT c.revision, ur.role_id FROM authz_revision c
-         LEFT JOIN user_role ur ON ur.user_id = ? WHERE c.id = 1`,
-        [userId.toLowerCase()],
-      );
+      // One statement, so the revision and the rows come from one snapshot: the counter row left-joined
+      // with the user's user_role rows (a subquery, as the entities are not related).
+      const held = em
+        .createQueryBuilder(UserRole, "u")
+        .select("u.roleId")
+        .where({ userId: userId.toLowerCase() });
+      const rows: Row[] = await em
+        .createQueryBuilder(RevisionCounter, "c")
+        .leftJoin(held, "ur", { "c.id": 1 })
+        .select(["c.revision", sql.ref("ur.role_id")])
+        .where({ id: 1 })
+        .execute("all", false);
       return {
         revision: num(rows[0]?.revision ?? 0),
         roleIds: rows.filter((row) => row.role_id != null).map((row) => str(row.role_id)),
@@ -300,36 +363,30 @@ class SqlStore implements Store {
 
   async assignRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
-    const role = roleId.toLowerCase();
     return this.write("assignRole", async (tx) => {
       await tx.lockUser(user);
+      const role = await tx.role(roleId.toLowerCase());
       const before = await tx.revision();
-      const found = await tx.all("SELECT id, name FROM roles WHERE id = ?", [role]);
-      const roleRow = found[0];
-      if (!roleRow) throw new NotFoundError(`role ${role} not found`);
-      const inserted = await tx.run(tx.insertUserRoleSql(), [user, role]);
+      const inserted = await tx.addRoles(user, [role.id]);
       if (inserted === 0) return { changed: false, roles: await tx.userRoles(user), revision: before };
-      await tx.audit(`Assigned role ${str(roleRow.name)}`, user, actorId);
+      await tx.audit(`Assigned role ${role.name}`, user, actorId);
       return { changed: true, roles: await tx.userRoles(user), revision: await tx.revision() };
     });
   }
 
   async revokeRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
-    const role = roleId.toLowerCase();
     return this.write("revokeRole", async (tx) => {
       await tx.lockUser(user);
-      const found = await tx.all("SELECT id, name FROM roles WHERE id = ?", [role]);
-      const roleRow = found[0];
-      if (!roleRow) throw new NotFoundError(`role ${role} not found`);
-      if (role === ADMIN_ROLE_ID) {
+      const role = await tx.role(roleId.toLowerCase());
+      if (role.id === ADMIN_ROLE_ID) {
         const admins = await tx.lockAdmins();
         if (admins.has(user) && admins.size === 1) throw new FailedPreconditionError(NO_ADMIN);
       }
       const before = await tx.revision();
-      const deleted = await tx.run("DELETE FROM user_role WHERE user_id = ? AND role_id = ?", [user, role]);
+      const deleted = await tx.removeRoles(user, [role.id]);
       if (deleted === 0) return { changed: false, roles: await tx.userRoles(user), revision: before };
-      await tx.audit(`Revoked role ${str(roleRow.name)}`, user, actorId);
+      await tx.audit(`Revoked role ${role.name}`, user, actorId);
       return { changed: true, roles: await tx.userRoles(user), revision: await tx.revision() };
     });
   }
@@ -340,7 +397,11 @@ class SqlStore implements Store {
     return this.write("setUserRoles", async (tx) => {
       await tx.lockUser(user);
       if (wanted.length > 0) {
-        const found = await tx.all("SELECT id FROM roles WHERE id IN (?)", [wanted]);
+        const found = await tx.em
+          .createQueryBuilder(Role, "r")
+          .select("r.id")
+          .where({ id: { $in: wanted } })
+          .execute("all", true);
         const known = new Set(found.map((row) => str(row.id)));
         const missing = wanted.find((id) => !known.has(id));
         if (missing) throw new NotFoundError(`role ${missing} not found`);
@@ -356,10 +417,8 @@ class SqlStore implements Store {
       if (admins && toRemove.includes(ADMIN_ROLE_ID) && admins.size === 1 && admins.has(user)) {
         throw new FailedPreconditionError(NO_ADMIN);
       }
-      if (toRemove.length > 0) {
-        await tx.run("DELETE FROM user_role WHERE user_id = ? AND role_id IN (?)", [user, toRemove]);
-      }
-      for (const id of toAdd) await tx.run(tx.insertUserRoleSql(), [user, id]);
+      await tx.removeRoles(user, toRemove);
+      await tx.addRoles(user, toAdd);
       await tx.audit("Updated user roles", user, actorId);
       return { changed: true, roles: await tx.userRoles(user), revision: await tx.revision() };
     });
@@ -367,36 +426,26 @@ class SqlStore implements Store {
 
   async getProfile(userId: string): Promise<ProfileRead> {
     return this.read("getProfile", async (em) => {
-      const d = this.dialect;
-      // One statement, so the revision and the row come from one snapshot.
-      const rows = await em.execute<Row[]>(
-        `SELECT c.revision, p.user_id, p.name, p.organisation, ${d.millis("p.created_at")} AS created_at,
-           ${d.millis("p.updated_at")} AS updated_at
-         FROM authz_revision c LEFT JOIN user_profile p ON p.user_id = ? WHERE c.id = 1`,
-        [userId.toLowerCase()],
-      );
+      // One statement, so the revision and the row come from one snapshot (as in userRoles).
+      const profile = em
+        .createQueryBuilder(UserProfile, "p")
+        .select(["p.userId", "p.name", "p.organisation", "p.createdAt", "p.updatedAt"])
+        .where({ userId: userId.toLowerCase() });
+      const rows: Row[] = await em
+        .createQueryBuilder(RevisionCounter, "c")
+        .leftJoin(profile, "pr", { "c.id": 1 })
+        .select([
+          "c.revision",
+          ...["user_id", "name", "organisation", "created_at", "updated_at"].map((c) => sql.ref(`pr.${c}`)),
+        ])
+        .where({ id: 1 })
+        .execute("all", false);
       const row = rows[0];
       return {
-        profile: row?.user_id != null ? this.profileFrom(row) : null,
+        profile: row?.user_id != null ? profileFrom(row) : null,
         revision: num(row?.revision ?? 0),
       };
     });
-  }
-
-  private profileSelect(): string {
-    const d = this.dialect;
-    return `SELECT user_id, name, organisation, ${d.millis("created_at")} AS created_at,
-      ${d.millis("updated_at")} AS updated_at FROM user_profile WHERE user_id = ?`;
-  }
-
-  private profileFrom(row: Row): ProfileRecord {
-    return {
-      userId: str(row.user_id),
-      name: str(row.name),
-      organisation: str(row.organisation),
-      createdAt: toDate(row.created_at),
-      updatedAt: toDate(row.updated_at),
-    };
   }
 
   async updateProfile(userId: string, patch: ProfilePatch, actorId: string): Promise<ProfileWriteResult> {
@@ -404,9 +453,22 @@ class SqlStore implements Store {
     return this.write("updateProfile", async (tx) => {
       await tx.lockUser(user);
       const before = await tx.revision();
-      const rows = await tx.all(this.profileSelect(), [user]);
+      const rows = await tx.em
+        .createQueryBuilder(UserProfile, "p")
+        .select(["p.userId", "p.name", "p.organisation", "p.createdAt", "p.updatedAt"])
+        .where({ userId: user })
+        .execute("all", true);
       const now = new Date();
-      const existing = rows[0] ? this.profileFrom(rows[0]) : null;
+      const found = rows[0];
+      const existing: ProfileRecord | null = found
+        ? {
+            userId: str(found.userId),
+            name: str(found.name),
+            organisation: str(found.organisation),
+            createdAt: toDate(found.createdAt),
+            updatedAt: toDate(found.updatedAt),
+          }
+        : null;
       if (!existing) {
         const profile: ProfileRecord = {
           userId: user,
@@ -415,16 +477,7 @@ class SqlStore implements Store {
           createdAt: now,
           updatedAt: now,
         };
-        await tx.run(
-          "INSERT INTO user_profile (user_id, name, organisation, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
-          [
-            user,
-            profile.name,
-            profile.organisation,
-            this.dialect.timestamp(now),
-            this.dialect.timestamp(now),
-          ],
-        );
+        await tx.em.insert(UserProfile, { ...profile });
         await tx.audit("Updated user profile", user, actorId);
         return { changed: true, profile, revision: await tx.revision() };
       }
@@ -433,12 +486,7 @@ class SqlStore implements Store {
       if (name === existing.name && organisation === existing.organisation) {
         return { changed: false, profile: existing, revision: before };
       }
-      await tx.run("UPDATE user_profile SET name = ?, organisation = ?, updated_at = ? WHERE user_id = ?", [
-        name,
-        organisation,
-        this.dialect.timestamp(now),
-        user,
-      ]);
+      await tx.em.nativeUpdate(UserProfile, { userId: user }, { name, organisation, updatedAt: now });
       await tx.audit("Updated user profile", user, actorId);
       return {
         changed: true,
@@ -449,42 +497,48 @@ class SqlStore implements Store {
   }
 
   async listAudit(options: { userId?: string; limit: number; before?: AuditCursor }): Promise<AuditPage> {
-    const d = this.dialect;
-    // PostgreSQL: the millisecond-truncated UTC time (see AUDIT_TIME_POSTGRES), so a page boundary inside
-    // one millisecond neither skips nor repeats rows, and the expression index serves the order.
-    const time = d.kind === "postgres" ? AUDIT_TIME_POSTGRES : `"timestamp"`;
-    const where: string[] = [];
-    const params: unknown[] = [];
-    if (options.userId !== undefined) {
-      where.push("user_id = ?");
-      params.push(options.userId.toLowerCase());
-    }
-    if (options.before) {
-      const id = options.before.id.toLowerCase();
-      if (d.kind === "postgres") {
-        where.push(`(${time}, id) < (?::timestamp, ?::uuid)`);
-        // A UTC timestamp without zone, matching the expression's type.
-        params.push(options.before.timestamp.toISOString().replace("Z", ""), id);
-      } else {
-        const at = d.timestamp(options.before.timestamp);
-        where.push(`("timestamp" < ? OR ("timestamp" = ? AND id < ?))`);
-        params.push(at, at, id);
-      }
-    }
+    const postgres = this.dialect.kind === "postgres";
     const limit = wholeNumber(options.limit);
-    params.push(limit + 1);
-    const millis = d.kind === "postgres" ? `(extract(epoch from ${time}) * 1000)::float8` : time;
-    const sql = `SELECT id, action, user_id, modified_by_user_id, ${millis} AS ts FROM users_audit
-      ${where.length > 0 ? `WHERE ${where.join(" AND ")}` : ""}
-      ORDER BY ${time} DESC, id DESC LIMIT ?`;
     return this.read("listAudit", async (em) => {
-      const rows = await em.execute<Row[]>(sql, params);
+      const qb = em
+        .createQueryBuilder(UserAudit, "a")
+        .select(["a.id", "a.action", "a.userId", "a.modifiedByUserId"]);
+      if (options.userId !== undefined) qb.andWhere({ userId: options.userId.toLowerCase() });
+      if (postgres) {
+        // PostgreSQL orders by the millisecond-truncated UTC time (AUDIT_TIME_POSTGRES), so a page boundary
+        // inside one millisecond neither skips nor repeats rows; raw because the expression index serves only
+        // that exact expression, which the entity's timestamp property cannot name.
+        qb.addSelect(raw(`(extract(epoch from ${AUDIT_TIME_POSTGRES}) * 1000)::float8 as ts`));
+        if (options.before) {
+          qb.andWhere(
+            raw(`(${AUDIT_TIME_POSTGRES}, a.id) < (?::timestamp, ?::uuid)`, [
+              // A UTC timestamp without zone, matching the expression's type.
+              options.before.timestamp.toISOString().replace("Z", ""),
+              options.before.id.toLowerCase(),
+            ]),
+          );
+        }
+        qb.orderBy([{ [raw(AUDIT_TIME_POSTGRES)]: "desc" }, { id: "desc" }]);
+      } else {
+        qb.addSelect("a.timestamp");
+        if (options.before) {
+          const at = options.before.timestamp;
+          qb.andWhere({
+            $or: [
+              { timestamp: { $lt: at } },
+              { timestamp: at, id: { $lt: options.before.id.toLowerCase() } },
+            ],
+          });
+        }
+        qb.orderBy([{ timestamp: "desc" }, { id: "desc" }]);
+      }
+      const rows: Row[] = await qb.limit(limit + 1).execute("all", true);
       const events: AuditEvent[] = rows.slice(0, limit).map((row) => ({
         id: str(row.id),
         action: str(row.action),
-        userId: str(row.user_id),
-        modifiedByUserId: str(row.modified_by_user_id),
-        timestamp: toDate(row.ts),
+        userId: str(row.userId),
+        modifiedByUserId: str(row.modifiedByUserId),
+        timestamp: toDate(postgres ? row.ts : row.timestamp),
       }));
       const last = events[events.length - 1];
       return rows.length > limit && last
@@ -494,16 +548,17 @@ class SqlStore implements Store {
   }
 
   async currentRevision(): Promise<Revision> {
-    return this.read("currentRevision", async (em) => {
-      const rows = await em.execute<Row[]>("SELECT revision FROM authz_revision WHERE id = 1");
-      return num(rows[0]?.revision ?? 0);
-    });
+    return this.read("currentRevision", (em) => readRevision(em));
   }
 
   async oldestRevision(): Promise<Revision> {
     return this.read("oldestRevision", async (em) => {
-      const rows = await em.execute<Row[]>("SELECT min(revision) AS revision FROM authz_change_log");
-      return num(rows[0]?.revision ?? 0);
+      const [oldest] = await em.find(
+        ChangeLogEntry,
+        {},
+        { orderBy: { revision: "asc" }, limit: 1, fields: ["revision"] },
+      );
+      return num(oldest?.revision ?? 0);
     });
   }
 
@@ -511,27 +566,37 @@ class SqlStore implements Store {
     // The first entry to keep is the oldest one recorded at or after `before` (a scan in revision order
     // that stops there: the primary key serves it), or else the newest entry. Everything below it goes,
     // so the log stays a gap-free suffix even if a long transaction recorded an older changed_at late.
-    const at = this.dialect.timestamp(before);
-    const cast = this.dialect.kind === "postgres" ? "CAST(? AS timestamptz)" : "?";
-    const sql = `DELETE FROM authz_change_log WHERE revision < coalesce(
-        (SELECT revision FROM authz_change_log WHERE changed_at >= ${cast} ORDER BY revision LIMIT 1),
-        (SELECT max(revision) FROM authz_change_log))`;
-    const deleted = await withRetries("pruneChanges", this.logger, () =>
-      this.orm.em().execute<{ affectedRows: number }>(sql, [at], "run"),
-    );
-    return deleted.affectedRows;
+    // Two statements: each deletes only below an entry that exists, so a race with a writer or another
+    // pruner can delete less, never leave a gap.
+    return withRetries("pruneChanges", this.logger, async () => {
+      const em = this.orm.em();
+      const keep =
+        (await em.findOne(
+          ChangeLogEntry,
+          { changedAt: { $gte: before } },
+          { orderBy: { revision: "asc" }, fields: ["revision"] },
+        )) ??
+        (
+          await em.find(ChangeLogEntry, {}, { orderBy: { revision: "desc" }, limit: 1, fields: ["revision"] })
+        )[0];
+      if (!keep) return 0;
+      return em.nativeDelete(ChangeLogEntry, { revision: { $lt: num(keep.revision) } });
+    });
   }
 
   async changesAfter(after: Revision, limit: number): Promise<Change[]> {
     return this.read("changesAfter", async (em) => {
-      const rows = await em.execute<Row[]>(
-        "SELECT revision, kind, user_id FROM authz_change_log WHERE revision > ? ORDER BY revision LIMIT ?",
-        [wholeNumber(after), wholeNumber(limit)],
-      );
+      const rows = await em
+        .createQueryBuilder(ChangeLogEntry, "l")
+        .select(["l.revision", "l.kind", "l.userId"])
+        .where({ revision: { $gt: wholeNumber(after) } })
+        .orderBy({ revision: "asc" })
+        .limit(wholeNumber(limit))
+        .execute("all", true);
       return rows.map((row) => ({
         revision: num(row.revision),
         kind: str(row.kind) as ChangeKind,
-        userId: row.user_id == null ? null : str(row.user_id),
+        userId: row.userId == null ? null : str(row.userId),
       }));
     });
   }
@@ -572,6 +637,7 @@ class SqlStore implements Store {
   }
 
   async ping(): Promise<void> {
+    // Raw: the smallest statement that proves the database answers.
     await this.read("ping", (em) => em.execute("SELECT 1"));
   }
 
@@ -591,4 +657,14 @@ class SqlStore implements Store {
 export async function storeSql(store: Store, sql: string, params: unknown[] = []): Promise<Row[]> {
   if (!(store instanceof SqlStore)) throw new Error("not a store opened by openStore");
   return store.rawSql(sql, params);
+}
+
+function profileFrom(row: Row): ProfileRecord {
+  return {
+    userId: str(row.user_id),
+    name: str(row.name),
+    organisation: str(row.organisation),
+    createdAt: toDate(row.created_at),
+    updatedAt: toDate(row.updated_at),
+  };
 }
