@@ -152,6 +152,7 @@ async function listen(
     health,
     logger,
     metrics,
+    accessLog: config.accessLog,
     guard,
     grpc: {
       host: config.grpcListen.host,

@@ -82,11 +82,16 @@ export interface Config {
   routesFile?: string;
   /** Serve the web console at /console/ on the HTTP listener (`AUTHZ_CONSOLE`, default true). */
   console: boolean;
+  /** AUTHZ_LOG_FORMAT: JSON lines, readable lines, or readable on a terminal only (default "auto"). */
+  logFormat: "auto" | "json" | "pretty";
+  /** AUTHZ_ACCESS_LOG: one info line per call (method, code, duration, peer, request id). Default false. */
+  accessLog: boolean;
 }
 
 export type Env = Record<string, string | undefined>;
 
 const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+const LOG_FORMATS = ["auto", "json", "pretty"] as const;
 
 export const DEFAULT_DATABASE_URL = "sqlite:data/authz.db";
 
@@ -350,6 +355,10 @@ export function loadConfig(env: Env = process.env): Config {
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new ConfigError("AUTHZ_LOG_LEVEL", `must be one of ${LOG_LEVELS.join(", ")}`);
   }
+  const logFormat = (optional(env, "AUTHZ_LOG_FORMAT") ?? "auto").toLowerCase();
+  if (!(LOG_FORMATS as readonly string[]).includes(logFormat)) {
+    throw new ConfigError("AUTHZ_LOG_FORMAT", `must be one of ${LOG_FORMATS.join(", ")}`);
+  }
 
   const serviceTokens = list(env, "AUTHZ_SERVICE_TOKENS");
   serviceTokens.forEach((token, index) => {
@@ -433,6 +442,8 @@ export function loadConfig(env: Env = process.env): Config {
     allowedHosts: list(env, "AUTHZ_ALLOWED_HOSTS").map((entry) => parseHostPattern(entry)),
     corsOrigins: list(env, "AUTHZ_CORS_ORIGINS").map((entry) => parseOrigin(entry)),
     console: boolean(env, "AUTHZ_CONSOLE", true),
+    logFormat: logFormat as Config["logFormat"],
+    accessLog: boolean(env, "AUTHZ_ACCESS_LOG", false),
   };
   if (jwt) config.jwt = jwt;
   if (tls) config.tls = tls;

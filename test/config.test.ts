@@ -19,6 +19,8 @@ describe("configuration", () => {
     expect(config.httpListen).toEqual({ host: "127.0.0.1", port: 8080 });
     expect(config).toMatchObject({
       logLevel: "info",
+      logFormat: "auto",
+      accessLog: false,
       maxBatch: 100,
       userCacheSize: 100_000,
       migrateOnStart: true,
@@ -58,6 +60,8 @@ describe("configuration", () => {
       AUTHZ_TLS_CLIENT_CA_FILE: "ca.pem",
       AUTHZ_ALLOW_UNAUTHENTICATED: "true",
       AUTHZ_CONSOLE: "false",
+      AUTHZ_LOG_FORMAT: "Pretty",
+      AUTHZ_ACCESS_LOG: "true",
     });
     expect(config.database).toEqual({
       kind: "postgres",
@@ -79,6 +83,8 @@ describe("configuration", () => {
     expect(config.tls).toEqual({ certFile: "cert.pem", keyFile: "key.pem", clientCaFile: "ca.pem" });
     expect(config.allowUnauthenticated).toBe(true);
     expect(config.console).toBe(false);
+    expect(config.logFormat).toBe("pretty");
+    expect(config.accessLog).toBe(true);
   });
 
   it.each([
@@ -89,6 +95,8 @@ describe("configuration", () => {
     [{ AUTHZ_HTTP_LISTEN: "127.0.0.1:70000" }, "AUTHZ_HTTP_LISTEN", "0..65535"],
     [{ AUTHZ_HTTP_LISTEN: ":8080" }, "AUTHZ_HTTP_LISTEN", "host is empty"],
     [{ AUTHZ_LOG_LEVEL: "loud" }, "AUTHZ_LOG_LEVEL", "must be one of"],
+    [{ AUTHZ_LOG_FORMAT: "xml" }, "AUTHZ_LOG_FORMAT", "must be one of auto, json, pretty"],
+    [{ AUTHZ_ACCESS_LOG: "yes please" }, "AUTHZ_ACCESS_LOG", "true or false"],
     [{ AUTHZ_MAX_BATCH: "0" }, "AUTHZ_MAX_BATCH", "between 1 and"],
     [{ AUTHZ_MAX_BATCH: "ten" }, "AUTHZ_MAX_BATCH", "whole number"],
     [{ AUTHZ_USER_CACHE_SIZE: "-1" }, "AUTHZ_USER_CACHE_SIZE", "whole number"],

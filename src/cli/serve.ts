@@ -6,7 +6,7 @@ import type { Config } from "../config.ts";
 import { createLogger } from "../logger.ts";
 
 export async function serve(config: Config): Promise<number> {
-  const logger = createLogger(config.logLevel);
+  const logger = createLogger(config.logLevel, undefined, { format: config.logFormat });
   const app = config.upstream ? await startFollower(config, logger) : await startApp(config, logger);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once("SIGTERM", () => resolve("SIGTERM"));

@@ -17,8 +17,10 @@ import {
 } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.ts";
 import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
+import { requestScope } from "../logger.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
 import { type CallHooks, reportCall, reportStart, type ServerLogger } from "./outcome.ts";
+import { REQUEST_ID_HEADER, requestIdOf } from "./request-id.ts";
 
 export interface ExtAuthzOptions {
   /** Called with every decision, e.g. RpcMetrics.decision. */
@@ -154,27 +156,51 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
   const { calls, logger = console } = options;
   // The RPC always answers OK (the decision is inside); a malformed request was not received as a message.
   const answer = (
+    call: grpc.ServerUnaryCall<Buffer, Buffer>,
     callback: grpc.sendUnaryData<Buffer>,
     decision: Decision,
     started: number,
     received: number,
+    requestId: string,
   ) => {
     options.onDecision(decision);
     callback(null, checkResponseOf(decision));
     const seconds = (performance.now() - started) / 1000;
-    reportCall(calls, logger, { ...CHECK_RECORD, seconds, received });
+    reportCall(calls, logger, { ...CHECK_RECORD, seconds, received, peer: call, requestId });
+  };
+  const decide = (
+    call: grpc.ServerUnaryCall<Buffer, Buffer>,
+    callback: grpc.sendUnaryData<Buffer>,
+    request: GuardRequest,
+    started: number,
+    requestId: string,
+  ) => {
+    void guard(request).then((decision) => answer(call, callback, decision, started, 1, requestId));
   };
   const check: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
     const started = performance.now();
     reportStart(calls, logger, "grpc", METHOD_NAME, "unary");
-    let request: GuardRequest | undefined;
+    // The request id: Check's own x-request-id, else the one Envoy gave the original request, else new.
+    // Not echoed: Envoy passes nothing of Check's metadata on.
+    const sent = call.metadata.get(REQUEST_ID_HEADER);
+    let parsed: CheckRequest;
     try {
-      request = guardRequestOf(fromBinary(CheckRequestSchema, call.request, PARSE));
+      parsed = fromBinary(CheckRequestSchema, call.request, PARSE);
     } catch {
-      return answer(callback, MALFORMED, started, 0);
+      return answer(
+        call,
+        callback,
+        MALFORMED,
+        started,
+        0,
+        requestIdOf(sent.length === 1 ? sent[0] : undefined),
+      );
     }
-    if (request === undefined) return answer(callback, NOT_HTTP, started, 1);
-    void guard(request).then((decision) => answer(callback, decision, started, 1));
+    const requestId = requestIdOf(sent.length === 1 ? sent[0] : parsed.attributes?.request?.http?.id);
+    const request = guardRequestOf(parsed);
+    if (request === undefined) return answer(call, callback, NOT_HTTP, started, 1, requestId);
+    // Whatever the guard logs (a failed lookup) carries the request id (src/logger.ts).
+    requestScope.run(requestId, decide, call, callback, request, started, requestId);
   };
   server.addService(definition, { [CHECK.name]: check });
 }

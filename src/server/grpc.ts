@@ -26,16 +26,19 @@ import {
   type UnaryResponse,
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
+import { requestScope } from "../logger.ts";
 import { GrpcCallContext } from "./grpc-context.ts";
 import {
   type CallHooks,
   type GrpcType,
   grpcTypeOf,
+  type Peer,
   reportCall,
   reportStart,
   type ServerLogger,
   toPublicError,
 } from "./outcome.ts";
+import { REQUEST_ID_HEADER, requestIdOf } from "./request-id.ts";
 
 export const DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024;
 
@@ -174,19 +177,26 @@ function unaryHandler(
   const name = `${method.parent.typeName}/${method.name}`;
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
-  return (call, callback) => {
-    const started = performance.now();
-    reportStart(options.calls, options.logger, "grpc", name, "unary");
+  const serve = (
+    call: grpc.ServerUnaryCall<Buffer, Buffer>,
+    callback: grpc.sendUnaryData<Buffer>,
+    started: number,
+    requestId: string,
+  ) => {
     let input: unknown;
     try {
       input = fromBinary(method.input, call.request);
     } catch {
-      callback({ code: grpc.status.INVALID_ARGUMENT, details: MALFORMED });
-      record(options, name, "unary", Code.InvalidArgument, started, 0, 0);
+      callback({
+        code: grpc.status.INVALID_ARGUMENT,
+        details: MALFORMED,
+        metadata: echo(undefined, requestId),
+      });
+      record(options, name, "unary", Code.InvalidArgument, started, 0, 0, call, requestId);
       return;
     }
     const context = new GrpcCallContext(call, method, url, options.contextValues?.(call));
-    const done: UnaryCall = { call, callback, context, method, name, options, started };
+    const done: UnaryCall = { call, callback, context, method, name, options, started, requestId };
     let output: unknown;
     try {
       output =
@@ -207,6 +217,25 @@ function unaryHandler(
       succeedUnary(done, output);
     }
   };
+  return (call, callback) => {
+    const started = performance.now();
+    reportStart(options.calls, options.logger, "grpc", name, "unary");
+    const requestId = requestIdOf(onlyValue(call.metadata.get(REQUEST_ID_HEADER)));
+    // Every log line written while the call runs carries its request id (src/logger.ts).
+    requestScope.run(requestId, serve, call, callback, started, requestId);
+  };
+}
+
+/** A metadata key's value when it was sent exactly once. */
+function onlyValue(values: grpc.MetadataValue[]): grpc.MetadataValue | undefined {
+  return values.length === 1 ? values[0] : undefined;
+}
+
+/** `metadata` (or new metadata) with the call's request id, echoed to the client. */
+function echo(metadata: grpc.Metadata | undefined, requestId: string): grpc.Metadata {
+  const echoed = metadata ?? new grpc.Metadata();
+  echoed.set(REQUEST_ID_HEADER, requestId);
+  return echoed;
 }
 
 /** One unary call in progress, for the functions that end it. */
@@ -218,6 +247,7 @@ interface UnaryCall {
   name: string;
   options: GrpcServiceOptions;
   started: number;
+  requestId: string;
 }
 
 function succeedUnary(done: UnaryCall, output: unknown): void {
@@ -229,11 +259,11 @@ function succeedUnary(done: UnaryCall, output: unknown): void {
     failUnary(done, error);
     return;
   }
-  const header = context.headerMetadata();
-  if (header) call.sendMetadata(header);
+  call.sendMetadata(echo(context.headerMetadata(), done.requestId));
   done.callback(null, bytes, context.trailerMetadata());
   const cancelled = call.cancelled;
-  record(done.options, done.name, "unary", cancelled ? Code.Canceled : 0, done.started, 1, cancelled ? 0 : 1);
+  const code = cancelled ? Code.Canceled : 0;
+  record(done.options, done.name, "unary", code, done.started, 1, cancelled ? 0 : 1, call, done.requestId);
   // As in connect-node, the signal also fires when the call completes: downstream work stops.
   context.abort(CALL_COMPLETED);
 }
@@ -242,8 +272,9 @@ function failUnary(done: UnaryCall, reason: unknown): void {
   const { call, context, options } = done;
   // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
   const error = context.stopped() ?? toPublicError(reason, options.logger, done.name);
-  done.callback(toStatus(error, context));
-  record(options, done.name, "unary", call.cancelled ? Code.Canceled : error.code, done.started, 1, 0);
+  done.callback(toStatus(error, context, done.requestId));
+  const code = call.cancelled ? Code.Canceled : error.code;
+  record(options, done.name, "unary", code, done.started, 1, 0, call, done.requestId);
   context.abort(CALL_COMPLETED);
 }
 
@@ -266,18 +297,17 @@ function streamingHandler(
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   const type = grpcTypeOf(method);
-  return (call: Writable) => {
-    const started = performance.now();
-    reportStart(options.calls, options.logger, "grpc", name, type);
-    const messages = { received: 0, sent: 0 };
+  const serve = (call: Writable, started: number, requestId: string) => {
+    const messages = { received: 0, sent: 0, requestId };
     let input: AsyncIterable<unknown>;
     if (method.methodKind === "server_streaming") {
       try {
         input = once(fromBinary(method.input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request));
         messages.received = 1;
       } catch {
-        call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: MALFORMED });
-        record(options, name, type, Code.InvalidArgument, started, 0, 0);
+        const metadata = echo(undefined, requestId);
+        call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: MALFORMED, metadata });
+        record(options, name, type, Code.InvalidArgument, started, 0, 0, call, requestId);
         return;
       }
     } else {
@@ -300,23 +330,32 @@ function streamingHandler(
           const stopped = context.stopped();
           if (stopped) {
             // Stopped by deadline or shutdown: end with that reason, not with OK.
-            call.emit("error", toStatus(stopped, context));
+            call.emit("error", toStatus(stopped, context, requestId));
             return stopped.code;
           }
-          call.end(context.trailerMetadata());
+          // No message, so no header went out: the id goes with the trailers.
+          call.end(
+            messages.sent === 0 ? echo(context.trailerMetadata(), requestId) : context.trailerMetadata(),
+          );
           return 0;
         },
         (reason: unknown) => {
           if (call.cancelled) return Code.Canceled;
           const error = context.stopped() ?? toPublicError(reason, options.logger, name);
-          call.emit("error", toStatus(error, context));
+          call.emit("error", toStatus(error, context, requestId));
           return error.code;
         },
       )
       .then((code) => {
-        record(options, name, type, code, started, messages.received, messages.sent);
+        record(options, name, type, code, started, messages.received, messages.sent, call, requestId);
         context.abort(CALL_COMPLETED);
       });
+  };
+  return (call: Writable) => {
+    const started = performance.now();
+    reportStart(options.calls, options.logger, "grpc", name, type);
+    const requestId = requestIdOf(onlyValue(call.metadata.get(REQUEST_ID_HEADER)));
+    requestScope.run(requestId, serve, call, started, requestId);
   };
 }
 
@@ -333,7 +372,7 @@ async function pump(
   input: AsyncIterable<unknown>,
   context: GrpcCallContext,
   interceptors: Interceptor[],
-  messages: { sent: number },
+  messages: { sent: number; requestId: string },
 ): Promise<void> {
   const output = await invokeStreaming(impl, method, input, context, interceptors);
   const iterator = output[Symbol.asyncIterator]();
@@ -350,8 +389,7 @@ async function pump(
       }
       if (!headerSent) {
         headerSent = true;
-        const header = context.headerMetadata();
-        if (header) call.sendMetadata(header);
+        call.sendMetadata(echo(context.headerMetadata(), messages.requestId));
       }
       const bytes = Buffer.from(toBinary(method.output, normalize(method.output, next.value)));
       messages.sent++;
@@ -519,12 +557,13 @@ function capDetails(message: string): string {
   return message.length <= MAX_DETAILS_LENGTH ? message : `${message.slice(0, MAX_DETAILS_LENGTH - 1)}…`;
 }
 
-function toStatus(error: ConnectError, context: GrpcCallContext): grpc.StatusObject {
+function toStatus(error: ConnectError, context: GrpcCallContext, requestId: string): grpc.StatusObject {
   return {
     // Connect's Code numbers are gRPC's status codes.
     code: error.code as number as grpc.status,
     details: capDetails(error.rawMessage),
-    metadata: context.trailerMetadata(error.metadata) ?? new grpc.Metadata(),
+    // A failed call may not have sent a header: the request id goes with the status.
+    metadata: echo(context.trailerMetadata(error.metadata), requestId),
   };
 }
 
@@ -536,6 +575,8 @@ function record(
   started: number,
   received: number,
   sent: number,
+  peer: Peer,
+  requestId: string,
 ): void {
   const seconds = (performance.now() - started) / 1000;
   reportCall(options.calls, options.logger, {
@@ -546,5 +587,7 @@ function record(
     seconds,
     received,
     sent,
+    peer,
+    requestId,
   });
 }

@@ -12,6 +12,7 @@ import {
 import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
 import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
+import { requestScope } from "../logger.ts";
 import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
 import { createConnectAdapter } from "./connect-adapter.ts";
 import type { ConsoleSite } from "./console.ts";
@@ -21,12 +22,14 @@ import type { RpcMetrics } from "./metrics.ts";
 import {
   type CallHooks,
   grpcTypeOf,
+  type Peer,
   reportCall,
   reportStart,
   type ServerLogger,
   type Transport,
   toPublicError,
 } from "./outcome.ts";
+import { REQUEST_ID_HEADER, requestIdOf } from "./request-id.ts";
 
 export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
 
@@ -35,6 +38,8 @@ export interface HttpServiceOptions<S extends DescService> {
   impl: Partial<ServiceImpl<S>>;
   health: HealthState;
   metrics: RpcMetrics;
+  /** Told of each call's start and end; default `metrics` (listen.ts adds the access log here). */
+  calls?: CallHooks;
   logger: ServerLogger;
   /** Connect interceptors (e.g. auth), run inside the one that records metrics and hides unexpected errors. */
   interceptors?: Interceptor[];
@@ -65,6 +70,19 @@ export interface HttpServiceOptions<S extends DescService> {
 const PROBES = new Set(["/healthz", "/readyz"]);
 
 const ARRIVAL = createContextKey<Arrival>({ localAddress: undefined, localPort: undefined });
+const PEER = createContextKey<Peer>({ getPeer: () => "unknown" });
+
+/** The caller of an HTTP request, formatted only when asked. */
+class SocketPeer implements Peer {
+  readonly #request: IncomingMessage;
+  constructor(request: IncomingMessage) {
+    this.#request = request;
+  }
+  getPeer(): string {
+    const socket = this.#request.socket;
+    return `${socket.remoteAddress}:${socket.remotePort}`;
+  }
+}
 
 const PREFLIGHT_HEADERS = {
   "access-control-allow-methods": cors.allowedMethods.join(", "),
@@ -79,12 +97,13 @@ export function createHttpHandler<S extends DescService>(
 ): (request: IncomingMessage, response: ServerResponse) => void {
   const policy = options.browserPolicy;
   const contextValues = options.contextValues;
+  const calls = options.calls ?? options.metrics;
   const rpc = createConnectAdapter({
     routes: (router) => {
       router.service(options.service, options.impl);
     },
     interceptors: [
-      outcomeInterceptor(options.logger, options.metrics, options.streamShutdownSignal),
+      outcomeInterceptor(options.logger, calls, options.streamShutdownSignal),
       ...(policy && options.changesState ? [originInterceptor(policy, options.changesState)] : []),
       ...(options.interceptors ?? []),
     ],
@@ -93,7 +112,7 @@ export function createHttpHandler<S extends DescService>(
     contextValues: (request) => {
       const node = request as IncomingMessage;
       const values = contextValues ? contextValues(node) : createContextValues();
-      return values.set(ARRIVAL, arrivalOf(node));
+      return values.set(ARRIVAL, arrivalOf(node)).set(PEER, new SocketPeer(node));
     },
     connect: true,
     grpcWeb: true,
@@ -107,8 +126,8 @@ export function createHttpHandler<S extends DescService>(
       const transport = transportOf(request.headers["content-type"] ?? null);
       const method = `${handler.service.typeName}/${handler.method.name}`;
       const type = grpcTypeOf(handler.method);
-      reportStart(options.metrics, options.logger, transport, method, type);
-      reportCall(options.metrics, options.logger, {
+      reportStart(calls, options.logger, transport, method, type);
+      reportCall(calls, options.logger, {
         transport,
         method,
         type,
@@ -116,10 +135,12 @@ export function createHttpHandler<S extends DescService>(
         seconds: 0,
         received: 0,
         sent: 0,
+        peer: new SocketPeer(request as IncomingMessage),
+        requestId: requestScope.getStore() ?? "",
       });
     },
   });
-  return (request, response) => {
+  const handle = (request: IncomingMessage, response: ServerResponse) => {
     const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
     const probe = (request.method === "GET" || request.method === "HEAD") && PROBES.has(path);
     const forwardAuth = options.forwardAuth !== undefined && isForwardAuthPath(path);
@@ -155,6 +176,12 @@ export function createHttpHandler<S extends DescService>(
       response.writeHead(404);
       response.end();
     }
+  };
+  return (request, response) => {
+    // Echoed on every answer of this listener; every log line of the request carries it (src/logger.ts).
+    const requestId = requestIdOf(request.headers[REQUEST_ID_HEADER]);
+    response.setHeader(REQUEST_ID_HEADER, requestId);
+    requestScope.run(requestId, handle, request, response);
   };
 }
 
@@ -277,6 +304,8 @@ function outcomeInterceptor(
     const method = `${request.service.typeName}/${request.method.name}`;
     const transport = transportOf(request.header.get("content-type"));
     const type = grpcTypeOf(request.method);
+    const peer = request.contextValues.get(PEER);
+    const requestId = requestScope.getStore() ?? "";
     reportStart(calls, logger, transport, method, type);
     // Connect and gRPC-Web over HTTP/1.1 carry one request message (no client or bidi streams here).
     const record = (code: number, sent: number) =>
@@ -288,6 +317,8 @@ function outcomeInterceptor(
         seconds: (performance.now() - started) / 1000,
         received: 1,
         sent,
+        peer,
+        requestId,
       });
     let response: Awaited<ReturnType<typeof next>>;
     try {

@@ -11,6 +11,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { RouteGuard } from "../guard/decide.ts";
+import { withAccessLog } from "./access-log.ts";
 import type { BrowserPolicy } from "./browser-policy.ts";
 import type { ConsoleSite } from "./console.ts";
 import { addExtAuthzService } from "./ext-authz.ts";
@@ -36,6 +37,8 @@ export interface ServersOptions<S extends DescService> {
   logger: ServerLogger;
   /** Defaults to createRpcMetrics() (a fresh registry with Node's default metrics). */
   metrics?: RpcMetrics;
+  /** One info line per call (AUTHZ_ACCESS_LOG); default false. */
+  accessLog?: boolean;
   /** Connect interceptors for the service on both listeners (not for health or reflection). */
   interceptors?: Interceptor[];
   /**
@@ -99,14 +102,15 @@ export async function startServers<S extends DescService>(
     maxReceiveMessageBytes: options.grpc.maxReceiveMessageBytes,
     channelOptions: options.grpc.channelOptions,
   });
-  const common = { logger, calls: metrics, shutdownSignal: streams.signal };
+  const calls = options.accessLog ? withAccessLog(metrics, logger) : metrics;
+  const common = { logger, calls, shutdownSignal: streams.signal };
   addGrpcService(grpcServer, options.service, options.impl, {
     ...common,
     interceptors: options.interceptors,
   });
   addHealthService(grpcServer, health, common);
   const guard = options.guard;
-  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision, calls: metrics, logger });
+  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision, calls, logger });
   addReflectionService(
     grpcServer,
     [options.service, Health, ...(guard ? [Authorization] : []), ...REFLECTION_SERVICES],
@@ -118,6 +122,7 @@ export async function startServers<S extends DescService>(
     impl: options.impl,
     health,
     metrics,
+    calls,
     logger,
     interceptors: options.interceptors,
     readMaxBytes: options.http.readMaxBytes,

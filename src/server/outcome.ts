@@ -39,6 +39,15 @@ export interface CallRecord {
   /** Request messages read and response messages written. */
   received: number;
   sent: number;
+  /** The caller, read only by an access log. */
+  peer: Peer;
+  /** x-request-id: the caller's, or made for the call. */
+  requestId: string;
+}
+
+/** Who called ("address:port"); asked only when a log line needs it. grpc-js calls are Peers. */
+export interface Peer {
+  getPeer(): string;
 }
 
 /** What the listeners report calls to (RpcMetrics satisfies it): the start and the end of each call. */

@@ -21,6 +21,8 @@ function call(fields: Partial<CallRecord>): CallRecord {
     seconds: 0,
     received: 1,
     sent: 1,
+    peer: { getPeer: () => "127.0.0.1:1" },
+    requestId: "r",
     ...fields,
   };
 }

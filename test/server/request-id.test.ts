@@ -1,0 +1,282 @@
+// Request ids and logs, seen by real clients of a real `flip-authz serve` process: x-request-id taken from
+// the call (when sane) or made, echoed on both listeners, on failures too; the access log line of each call
+// (AUTHZ_ACCESS_LOG=true) with method, code, duration, peer and that id, and never a credential. In
+// process: every log line a call writes carries its id, whichever logger call wrote it.
+
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import * as grpc from "@grpc/grpc-js";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  AuthzService,
+  ListRolesRequestSchema,
+  ListRolesResponseSchema,
+} from "../../gen/flip/authz/v1/authz_pb.ts";
+import { createLogger, formatLine } from "../../src/logger.ts";
+import { createHealthState } from "../../src/server/health.ts";
+import { type RunningServers, startServers } from "../../src/server/listen.ts";
+import { type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
+import { createProbe, createTestService } from "./fixture.ts";
+
+const TOKEN = "request-id-test-token-0001";
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+const LIST_ROLES = `/${AuthzService.typeName}/${AuthzService.method.listRoles.name}`;
+
+interface Answer {
+  code: number;
+  header: grpc.Metadata | undefined;
+  trailer: grpc.Metadata;
+}
+
+/** ListRoles through a grpc-js client, with the metadata given; the answer's header, trailer and code. */
+function listRoles(client: grpc.Client, sent: Record<string, string>): Promise<Answer> {
+  const metadata = new grpc.Metadata();
+  for (const [key, value] of Object.entries(sent)) metadata.set(key, value);
+  return new Promise((resolve) => {
+    let header: grpc.Metadata | undefined;
+    const call = client.makeUnaryRequest(
+      LIST_ROLES,
+      (value: object) => Buffer.from(toBinary(ListRolesRequestSchema, create(ListRolesRequestSchema, value))),
+      (bytes: Buffer) => fromBinary(ListRolesResponseSchema, bytes),
+      {},
+      metadata,
+      () => {},
+    );
+    call.on("metadata", (received) => {
+      header = received;
+    });
+    call.on("status", (status) => resolve({ code: status.code, header, trailer: status.metadata }));
+  });
+}
+
+const idIn = (answer: Answer) =>
+  (answer.header?.get("x-request-id")[0] ?? answer.trailer.get("x-request-id")[0]) as string | undefined;
+
+function jsonLines(lines: readonly string[]): Record<string, unknown>[] {
+  return lines.flatMap((line) => {
+    try {
+      return [JSON.parse(line) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
+describe("x-request-id and the access log, on a real serve process", () => {
+  let dir: string;
+  let serve: ServeProcess;
+  let client: grpc.Client;
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "authz-request-id-"));
+    serve = await startServe(
+      {
+        DATABASE_URL: `sqlite:${join(dir, "authz.db")}`,
+        AUTHZ_SERVICE_TOKENS: TOKEN,
+        AUTHZ_ACCESS_LOG: "true",
+      },
+      { name: "request-id" },
+    );
+    client = new grpc.Client(serve.grpcTarget, grpc.credentials.createInsecure());
+  }, 60_000);
+
+  afterAll(async () => {
+    client?.close();
+    await stopAll();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The access log line of the call with this id (waits for it: stdout is read asynchronously). */
+  async function accessLine(requestId: string): Promise<Record<string, unknown>> {
+    for (let i = 0; i < 100; i++) {
+      const line = jsonLines(serve.logs).find(
+        (entry) => entry.msg === "call" && entry.requestId === requestId,
+      );
+      if (line) return line;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    throw new Error(`no access log line for ${requestId}:\n${serve.logs.join("\n")}`);
+  }
+
+  it("gRPC: echoes a sane x-request-id in the response header and logs the call under it", async () => {
+    const answer = await listRoles(client, {
+      authorization: `Bearer ${TOKEN}`,
+      "x-request-id": "req-grpc.1:A_b",
+    });
+    expect(answer.code).toBe(grpc.status.OK);
+    expect(answer.header?.get("x-request-id")).toEqual(["req-grpc.1:A_b"]);
+    const line = await accessLine("req-grpc.1:A_b");
+    expect(line).toMatchObject({
+      level: 30,
+      transport: "grpc",
+      method: LIST_ROLES.slice(1),
+      code: "OK",
+      peer: expect.stringMatching(/^(ipv4:)?127\.0\.0\.1:\d+$/),
+    });
+    expect(typeof line.durationMs).toBe("number");
+    expect(line.durationMs as number).toBeGreaterThanOrEqual(0);
+  });
+
+  it("gRPC: makes a UUID when none is sent or the one sent is not sane, and echoes it on failures too", async () => {
+    const none = await listRoles(client, { authorization: `Bearer ${TOKEN}` });
+    expect(idIn(none)).toMatch(UUID);
+    await accessLine(idIn(none) as string);
+    for (const bad of ["has spaces", "x".repeat(129), 'quote"d', "semi;colon"]) {
+      const answer = await listRoles(client, { authorization: `Bearer ${TOKEN}`, "x-request-id": bad });
+      expect(answer.code).toBe(grpc.status.OK);
+      expect(idIn(answer)).toMatch(UUID);
+    }
+    expect(idIn(await listRoles(client, { "x-request-id": "x".repeat(128) }))).toBe("x".repeat(128));
+    // Refused (no credential): a trailers-only answer carries the id with the status.
+    const refused = await listRoles(client, { "x-request-id": "req-refused-1" });
+    expect(refused.code).toBe(grpc.status.UNAUTHENTICATED);
+    expect(idIn(refused)).toBe("req-refused-1");
+    expect(await accessLine("req-refused-1")).toMatchObject({ code: "UNAUTHENTICATED" });
+  });
+
+  it("Connect JSON over HTTP: echoed in the response headers, failures included; the access log has it", async () => {
+    const call = (headers: Record<string, string>) =>
+      fetch(`${serve.httpBase}${LIST_ROLES}`, {
+        method: "POST",
+        headers: { "content-type": "application/json", ...headers },
+        body: "{}",
+      });
+    const ok = await call({ authorization: `Bearer ${TOKEN}`, "x-request-id": "req-http-1" });
+    expect(ok.status).toBe(200);
+    await ok.arrayBuffer();
+    expect(ok.headers.get("x-request-id")).toBe("req-http-1");
+    expect(await accessLine("req-http-1")).toMatchObject({ transport: "connect", code: "OK" });
+
+    const refused = await call({ "x-request-id": "req-http-2" });
+    expect(refused.status).toBe(401);
+    await refused.arrayBuffer();
+    expect(refused.headers.get("x-request-id")).toBe("req-http-2");
+    expect(await accessLine("req-http-2")).toMatchObject({ code: "UNAUTHENTICATED" });
+
+    const made = await call({ authorization: `Bearer ${TOKEN}`, "x-request-id": "two words" });
+    await made.arrayBuffer();
+    expect(made.headers.get("x-request-id")).toMatch(UUID);
+    // Operator endpoints answer with one too.
+    const health = await fetch(`${serve.httpBase}/healthz`, { headers: { "x-request-id": "probe-1" } });
+    await health.arrayBuffer();
+    expect(health.headers.get("x-request-id")).toBe("probe-1");
+  });
+
+  it("never writes a credential to the log", async () => {
+    await listRoles(client, { authorization: `Bearer ${TOKEN}`, "x-request-id": "req-last" });
+    await accessLine("req-last");
+    expect(serve.logs.join("\n")).not.toContain(TOKEN);
+    expect(serve.logs.join("\n").toLowerCase()).not.toContain("bearer");
+  });
+});
+
+describe("every log line of a call carries its request id", () => {
+  const lines: string[] = [];
+  let servers: RunningServers;
+  let client: grpc.Client;
+
+  beforeAll(async () => {
+    const logger = createLogger("info", { write: (line: string) => void lines.push(line) });
+    const health = createHealthState([AuthzService.typeName]);
+    health.setAll("SERVING");
+    const impl = createTestService(createProbe());
+    servers = await startServers({
+      service: AuthzService,
+      impl: {
+        ...impl,
+        // A module deep in the call logs with the process logger, knowing nothing of the call.
+        async listRoles(request, context) {
+          await new Promise((resolve) => setTimeout(resolve, 5));
+          logger.warn({ step: "deep" }, "something to say");
+          return (impl.listRoles as NonNullable<typeof impl.listRoles>)(request, context);
+        },
+      },
+      health,
+      logger,
+      grpc: { host: "127.0.0.1", port: 0 },
+      http: { host: "127.0.0.1", port: 0 },
+    });
+    client = new grpc.Client(`127.0.0.1:${servers.grpcPort}`, grpc.credentials.createInsecure());
+  });
+
+  afterAll(async () => {
+    client?.close();
+    await servers?.shutdown(1000);
+  });
+
+  it("on the gRPC listener", async () => {
+    const answer = await listRoles(client, { "x-request-id": "deep-grpc" });
+    expect(idIn(answer)).toBe("deep-grpc");
+    const deep = jsonLines(lines).filter((entry) => entry.step === "deep");
+    expect(deep.at(-1)).toMatchObject({ requestId: "deep-grpc", msg: "something to say" });
+    // The access log is off by default.
+    expect(jsonLines(lines).filter((entry) => entry.msg === "call")).toEqual([]);
+  });
+
+  it("on the HTTP listener, and for a handler's unexpected error", async () => {
+    const response = await fetch(`http://127.0.0.1:${servers.httpPort}${LIST_ROLES}`, {
+      method: "POST",
+      headers: { "content-type": "application/json", "x-request-id": "deep-http" },
+      body: "{}",
+    });
+    await response.arrayBuffer();
+    expect(response.headers.get("x-request-id")).toBe("deep-http");
+    expect(
+      jsonLines(lines)
+        .filter((entry) => entry.step === "deep")
+        .at(-1),
+    ).toMatchObject({
+      requestId: "deep-http",
+    });
+    const failed = await fetch(
+      `http://127.0.0.1:${servers.httpPort}/${AuthzService.typeName}/CheckPermission`,
+      {
+        method: "POST",
+        headers: { "content-type": "application/json", "x-request-id": "deep-error" },
+        body: JSON.stringify({ userId: "plain-error", permission: "X" }),
+      },
+    );
+    expect(failed.status).toBe(500);
+    await failed.arrayBuffer();
+    expect(failed.headers.get("x-request-id")).toBe("deep-error");
+    expect(jsonLines(lines).find((entry) => entry.msg === "unexpected error in RPC handler")).toMatchObject({
+      requestId: "deep-error",
+    });
+    // The line of that error names the call's id, not another's.
+    expect(
+      jsonLines(lines).find((entry) => entry.msg === undefined || entry.requestId === undefined),
+    ).toBeUndefined();
+  });
+});
+
+describe("log format", () => {
+  it("writes readable lines when asked (AUTHZ_LOG_FORMAT=pretty), JSON otherwise", () => {
+    const pretty: string[] = [];
+    createLogger("info", { write: (line: string) => void pretty.push(line) }, { format: "pretty" }).warn(
+      { requestId: "r-1", code: "NOT_FOUND", note: "two words" },
+      "lookup failed",
+    );
+    expect(pretty).toHaveLength(1);
+    expect(pretty[0]).toMatch(
+      /^\d\d:\d\d:\d\d\.\d{3} WARN {2}lookup failed requestId=r-1 code=NOT_FOUND note="two words"\n$/,
+    );
+    const json: string[] = [];
+    // "auto" with a destination that is not a terminal: JSON.
+    createLogger("info", { write: (line: string) => void json.push(line) }, { format: "auto" }).info("hello");
+    expect(JSON.parse(json[0] as string)).toMatchObject({ msg: "hello", level: 30, service: "flip-authz" });
+  });
+
+  it("puts an error's stack under its line", () => {
+    const line = formatLine(
+      JSON.stringify({
+        level: 50,
+        time: 0,
+        msg: "boom",
+        err: { message: "bad", stack: "Error: bad\n    at x" },
+      }),
+    );
+    expect(line).toBe("00:00:00.000 ERROR boom\n    Error: bad\n        at x\n");
+  });
+});
