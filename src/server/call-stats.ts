@@ -10,7 +10,7 @@
 // sum by (grpc_…), which sums an extra label away.
 
 import type { Registry } from "prom-client";
-import { type CallRecord, codeName, type GrpcType, type Transport } from "./outcome.ts";
+import type { CallRecord, GrpcType, Transport } from "./outcome.ts";
 
 export interface CallStatsOptions {
   registry: Registry;
@@ -46,6 +46,35 @@ interface PromValue {
 }
 
 const LABELS = "grpc_type, grpc_service, grpc_method and transport (grpc, connect, grpc-web)";
+
+/**
+ * grpc_code values as go-grpc-prometheus writes them: grpc-go's codes.Code.String() ("NotFound", not the
+ * canonical "NOT_FOUND" that logs and the access log use), so existing queries and alerts match.
+ */
+const GO_CODE_NAMES = [
+  "OK",
+  "Canceled",
+  "Unknown",
+  "InvalidArgument",
+  "DeadlineExceeded",
+  "NotFound",
+  "AlreadyExists",
+  "PermissionDenied",
+  "ResourceExhausted",
+  "FailedPrecondition",
+  "Aborted",
+  "OutOfRange",
+  "Unimplemented",
+  "Internal",
+  "Unavailable",
+  "DataLoss",
+  "Unauthenticated",
+];
+
+/** grpc-go's name of a status code; an unknown one as grpc-go writes it, "Code(99)". */
+export function goCodeName(code: number): string {
+  return GO_CODE_NAMES[code] ?? `Code(${code})`;
+}
 
 export function registerCallStats(options: CallStatsOptions): CallStats {
   const bounds = Float64Array.from(options.buckets);
@@ -123,13 +152,13 @@ export function registerCallStats(options: CallStatsOptions): CallStats {
   );
   register(
     "grpc_server_handled_total",
-    `RPCs completed on the server, by ${LABELS} and grpc_code (OK, NOT_FOUND, …).`,
+    `RPCs completed on the server, by ${LABELS} and grpc_code (OK, NotFound, … as grpc-go names them).`,
     "counter",
     () => {
       const values: PromValue[] = [];
       collect((series) => {
         series.codes.forEach((count, code) => {
-          values.push({ labels: { ...series.labels, grpc_code: codeName(code) }, value: count });
+          values.push({ labels: { ...series.labels, grpc_code: goCodeName(code) }, value: count });
         });
       });
       return values;

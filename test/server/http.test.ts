@@ -102,10 +102,10 @@ describe("HTTP listener", () => {
     });
     const metrics = await (await fetch(`${f.httpBase}/metrics`)).text();
     expect(metrics).toMatch(
-      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="connect",grpc_code="INVALID_ARGUMENT"\} [1-9]/,
+      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="connect",grpc_code="InvalidArgument"\} [1-9]/,
     );
     expect(metrics).toMatch(
-      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="grpc-web",grpc_code="INVALID_ARGUMENT"\} [1-9]/,
+      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="grpc-web",grpc_code="InvalidArgument"\} [1-9]/,
     );
   });
 
@@ -158,7 +158,7 @@ describe("HTTP listener", () => {
       expect(text).toMatch(new RegExp(`^grpc_server_msg_sent_total\\{${listRoles(transport)}\\} [1-9]`, "m"));
     }
     expect(text).toMatch(
-      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="connect",grpc_code="NOT_FOUND"\}/,
+      /grpc_server_handled_total\{grpc_type="unary",grpc_service="[^"]+",grpc_method="CheckPermission",transport="connect",grpc_code="NotFound"\}/,
     );
     expect(text).toContain(`grpc_server_handling_seconds_bucket{le="0.005",${listRoles("grpc")}}`);
     expect(text).not.toContain("authz_rpc_");

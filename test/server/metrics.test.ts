@@ -56,9 +56,9 @@ describe("RPC metrics", () => {
     expect(lines(text, "grpc_server_handled_total{").sort()).toEqual(
       [
         `grpc_server_handled_total{${labels("grpc")},grpc_code="OK"} 2`,
-        `grpc_server_handled_total{${labels("grpc")},grpc_code="NOT_FOUND"} 1`,
+        `grpc_server_handled_total{${labels("grpc")},grpc_code="NotFound"} 1`,
         `grpc_server_handled_total{${labels("connect")},grpc_code="OK"} 1`,
-        `grpc_server_handled_total{${labels("grpc-web")},grpc_code="CODE_99"} 1`,
+        `grpc_server_handled_total{${labels("grpc-web")},grpc_code="Code(99)"} 1`,
         `grpc_server_handled_total{${labels("grpc", "server_stream", "WatchChanges")},grpc_code="OK"} 1`,
       ].sort(),
     );

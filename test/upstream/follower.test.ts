@@ -350,12 +350,12 @@ describe("followers over a real upstream", () => {
     await c.unary(m.updateProfile, { userId: user, name: "W" }, { authorization: admin });
     const next = await watch.next(5000);
     expect(next).toMatchObject({ message: { kind: "CHANGE_KIND_PROFILE", userId: user } });
-    const deadlines = await handledCalls(upstream.httpBase, "WatchChanges", "DEADLINE_EXCEEDED");
+    const deadlines = await handledCalls(upstream.httpBase, "WatchChanges", "DeadlineExceeded");
     // The caller's deadline travels to the upstream, which ends the stream there.
     const end = await watch.next(5000);
     expect(end).toMatchObject({ end: { code: S.DEADLINE_EXCEEDED } });
     await eventually(
-      async () => (await handledCalls(upstream.httpBase, "WatchChanges", "DEADLINE_EXCEEDED")) > deadlines,
+      async () => (await handledCalls(upstream.httpBase, "WatchChanges", "DeadlineExceeded")) > deadlines,
       5000,
     );
     watch.close();
