@@ -25,7 +25,7 @@ import type { Logger } from "./logger.ts";
 import { createGuard } from "./rpc/guard.ts";
 import { createAuthzService, createFollowerService } from "./rpc/service.ts";
 import { createBrowserPolicy } from "./server/browser-policy.ts";
-import { registerCacheMetrics } from "./server/cache-metrics.ts";
+import { registerCacheMetrics, registerFeedLag } from "./server/cache-metrics.ts";
 import { loadConsole } from "./server/console.ts";
 import { CHANGE_FEED, createHealthState, type HealthState } from "./server/health.ts";
 import { type RunningServers, startServers } from "./server/listen.ts";
@@ -227,6 +227,13 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const impl = createAuthzService(authz, createGuard(authenticator, authz));
   const guard = routeGuard(prepared, authz, logger);
   const { servers, health } = await listen(config, logger, prepared, impl, guard, reader, closeData);
+  const feedLag = registerFeedLag(servers.metrics.registry, reader);
+  const readRevision = () =>
+    store.currentRevision().then(
+      (revision) => feedLag.observe(revision),
+      () => {},
+    );
+  void readRevision();
 
   // SERVING only while the database answers and the caches follow the change feed.
   let stopping = false;
@@ -242,6 +249,8 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
       () => {
         databaseUp = true;
         updateHealth();
+        // The change feed's lag on /metrics is measured against this reading.
+        void readRevision();
       },
       (error: unknown) => {
         if (databaseUp) logger.warn({ err: error }, "the database does not answer");

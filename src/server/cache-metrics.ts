@@ -49,3 +49,66 @@ export function registerCacheMetrics(registry: Registry, source: CacheSource): v
     () => source.appliedRevision,
   );
 }
+
+/** Fed with the database's latest revision, read now and then (the app does it with its health ping). */
+export interface FeedLag {
+  observe(databaseRevision: number, now?: number): void;
+}
+
+/** Most sampled revisions remembered while the caches are behind (one a sample). */
+const PENDING_KEPT = 1000;
+
+/**
+ * Change-feed lag against the database: `authz_database_revision` (last read), and, read when scraped,
+ * `authz_change_feed_lag_revisions` (how far the caches are behind it) and `authz_change_feed_lag_seconds`
+ * (how long ago the oldest database revision the caches have not applied yet was first read; 0 when they
+ * are up to date). Its resolution is the sampling interval.
+ */
+export function registerFeedLag(registry: Registry, source: CacheSource): FeedLag {
+  let database = 0;
+  /** Revisions read from the database and not applied yet, with when each was first read. */
+  let pending: { revision: number; seen: number }[] = [];
+  const settle = () => {
+    const applied = source.appliedRevision;
+    if (pending.length > 0 && (pending[0] as { revision: number }).revision <= applied) {
+      pending = pending.filter((entry) => entry.revision > applied);
+    }
+  };
+  new Gauge({
+    name: "authz_database_revision",
+    help: "The latest revision committed in the database, as last read (every few seconds).",
+    registers: [registry],
+    collect() {
+      this.set(database);
+    },
+  });
+  new Gauge({
+    name: "authz_change_feed_lag_revisions",
+    help: "Revisions committed in the database (as last read) that the caches have not applied yet.",
+    registers: [registry],
+    collect() {
+      this.set(Math.max(0, database - source.appliedRevision));
+    },
+  });
+  new Gauge({
+    name: "authz_change_feed_lag_seconds",
+    help: "How long the caches have been behind the database: since the oldest revision read from it and not applied yet was read; 0 when up to date.",
+    registers: [registry],
+    collect() {
+      settle();
+      const oldest = pending[0];
+      this.set(oldest === undefined ? 0 : (Date.now() - oldest.seen) / 1000);
+    },
+  });
+  return {
+    observe(revision, now = Date.now()) {
+      database = revision;
+      settle();
+      const last = pending[pending.length - 1];
+      if (revision > source.appliedRevision && (last === undefined || revision > last.revision)) {
+        if (pending.length >= PENDING_KEPT) pending.splice(1, 1);
+        pending.push({ revision, seen: now });
+      }
+    },
+  };
+}

@@ -25,7 +25,7 @@ import {
 } from "./grpc.ts";
 import { addHealthService, type HealthState } from "./health.ts";
 import { createHttpServer } from "./http.ts";
-import { createRpcMetrics, type RpcMetrics } from "./metrics.ts";
+import { createRpcMetrics, type RpcMetrics, registerServing } from "./metrics.ts";
 import type { ServerLogger } from "./outcome.ts";
 import { addReflectionService, REFLECTION_SERVICES } from "./reflection.ts";
 
@@ -95,6 +95,7 @@ export async function startServers<S extends DescService>(
 ): Promise<RunningServers> {
   const { logger, health } = options;
   const metrics = options.metrics ?? createRpcMetrics();
+  registerServing(metrics.registry, health);
   const streams = new AbortController(); // drain started: streams end
   const force = new AbortController(); // grace over: everything ends
 

@@ -4,7 +4,7 @@
 // guard's decisions by route and result (ext_authz and forward auth alike), served as text on GET /metrics.
 // The service's own metrics are named authz_….
 
-import { Counter, collectDefaultMetrics, Registry } from "prom-client";
+import { Counter, collectDefaultMetrics, Gauge, Registry } from "prom-client";
 import type { Decision } from "../guard/decide.ts";
 import { registerCallStats } from "./call-stats.ts";
 import type { CallHooks, CallRecord, GrpcType, Transport } from "./outcome.ts";
@@ -53,4 +53,16 @@ export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
     start: (transport, method, type) => calls.start(transport, method, type),
     record: (call) => calls.record(call),
   };
+}
+
+/** `authz_serving`: 1 while the health status is SERVING (what /readyz and gRPC health say), else 0. */
+export function registerServing(registry: Registry, health: { isServing(): boolean }): void {
+  new Gauge({
+    name: "authz_serving",
+    help: "1 while the service reports SERVING (gRPC health, /readyz 200), else 0.",
+    registers: [registry],
+    collect() {
+      this.set(health.isServing() ? 1 : 0);
+    },
+  });
 }

@@ -1,8 +1,10 @@
 // The RPC metrics on /metrics under go-grpc-prometheus's names: exact counts, cumulative buckets, sums and
 // labels for the calls recorded, in Prometheus text as prom-client writes it.
 
+import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
-import { createRpcMetrics } from "../../src/server/metrics.ts";
+import { registerFeedLag } from "../../src/server/cache-metrics.ts";
+import { createRpcMetrics, registerServing } from "../../src/server/metrics.ts";
 import type { CallRecord } from "../../src/server/outcome.ts";
 
 const SERVICE = "flip.authz.v1.AuthzService";
@@ -111,5 +113,54 @@ describe("RPC metrics", () => {
     expect(lines(await metrics.registry.metrics(), "grpc_server_handled_total{")).toEqual([]);
     metrics.record(call({ seconds: 0.001 }));
     expect(lines(await metrics.registry.metrics(), "grpc_server_handled_total{")).toHaveLength(1);
+  });
+});
+
+describe("change feed lag", () => {
+  const value = (text: string, name: string) => Number(new RegExp(`^${name} (\\S+)$`, "m").exec(text)?.[1]);
+
+  it("is how far and how long the caches are behind the database's revision as last read", async () => {
+    const registry = new Registry();
+    const source = {
+      stats: { hits: 0, misses: 0, databaseReads: 0, catalogReloads: 0 },
+      live: true,
+      appliedRevision: 10,
+      cachedUsers: 0,
+    };
+    const lag = registerFeedLag(registry, source);
+    lag.observe(10);
+    let text = await registry.metrics();
+    expect(value(text, "authz_database_revision")).toBe(10);
+    expect(value(text, "authz_change_feed_lag_revisions")).toBe(0);
+    expect(value(text, "authz_change_feed_lag_seconds")).toBe(0);
+
+    // Behind since 30 s ago (revision 12 read then), and still behind a later reading.
+    lag.observe(12, Date.now() - 30_000);
+    lag.observe(15, Date.now() - 5_000);
+    text = await registry.metrics();
+    expect(value(text, "authz_change_feed_lag_revisions")).toBe(5);
+    expect(value(text, "authz_change_feed_lag_seconds")).toBeGreaterThanOrEqual(30);
+    expect(value(text, "authz_change_feed_lag_seconds")).toBeLessThan(31);
+
+    // 12 applied: the lag is counted from the reading of 15 on.
+    source.appliedRevision = 12;
+    text = await registry.metrics();
+    expect(value(text, "authz_change_feed_lag_revisions")).toBe(3);
+    expect(value(text, "authz_change_feed_lag_seconds")).toBeGreaterThanOrEqual(5);
+    expect(value(text, "authz_change_feed_lag_seconds")).toBeLessThan(6);
+
+    source.appliedRevision = 15;
+    text = await registry.metrics();
+    expect(value(text, "authz_change_feed_lag_revisions")).toBe(0);
+    expect(value(text, "authz_change_feed_lag_seconds")).toBe(0);
+  });
+
+  it("authz_serving follows the health state", async () => {
+    const registry = new Registry();
+    let serving = false;
+    registerServing(registry, { isServing: () => serving });
+    expect(value(await registry.metrics(), "authz_serving")).toBe(0);
+    serving = true;
+    expect(value(await registry.metrics(), "authz_serving")).toBe(1);
   });
 });
