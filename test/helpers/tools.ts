@@ -16,6 +16,7 @@ const PACKAGES: Record<string, string> = {
   chromium: "chromium",
   h2load: "nghttp2-client",
   "python3-grpcio": "python3-grpcio",
+  script: "bsdutils",
 };
 
 /** Where Debian installs daemons that are not on an ordinary user's PATH. */

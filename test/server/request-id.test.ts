@@ -3,6 +3,7 @@
 // (AUTHZ_ACCESS_LOG=true) with method, code, duration, peer and that id, and never a credential. In
 // process: every log line a call writes carries its id, whichever logger call wrote it.
 
+import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,10 +18,13 @@ import {
 import { createLogger, formatLine } from "../../src/logger.ts";
 import { createHealthState } from "../../src/server/health.ts";
 import { type RunningServers, startServers } from "../../src/server/listen.ts";
+import { BIN } from "../helpers/cli.ts";
 import { type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
+import { requireTool } from "../helpers/tools.ts";
 import { createProbe, createTestService } from "./fixture.ts";
 
 const TOKEN = "request-id-test-token-0001";
+const script = requireTool("script");
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const LIST_ROLES = `/${AuthzService.typeName}/${AuthzService.method.listRoles.name}`;
 
@@ -249,6 +253,41 @@ describe("every log line of a call carries its request id", () => {
       jsonLines(lines).find((entry) => entry.msg === undefined || entry.requestId === undefined),
     ).toBeUndefined();
   });
+});
+
+describe.skipIf(!script.available)("log format on a terminal", () => {
+  it("serve writes readable lines when its stdout is a terminal (AUTHZ_LOG_FORMAT unset)", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "authz-tty-"));
+    // script(1) runs the command on a pseudo-terminal and copies what it writes.
+    const child = spawn(script.path as string, ["-qfec", `${process.execPath} ${BIN} serve`, "/dev/null"], {
+      env: {
+        PATH: process.env.PATH ?? "",
+        DATABASE_URL: `sqlite:${join(dir, "authz.db")}`,
+        AUTHZ_GRPC_LISTEN: "127.0.0.1:0",
+        AUTHZ_HTTP_LISTEN: "127.0.0.1:0",
+      },
+      detached: true,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let output = "";
+    child.stdout?.on("data", (chunk: Buffer) => {
+      output += chunk.toString();
+    });
+    try {
+      for (let i = 0; i < 300 && !output.includes("flip-authz listening"); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+      }
+      const line = output.split("\n").find((l) => l.includes("flip-authz listening")) ?? output;
+      // Time, coloured level, message, fields: no JSON object.
+      const shown = line.split(String.fromCharCode(27)).join("ESC");
+      expect(shown).toMatch(/^\d\d:\d\d:\d\d\.\d{3} ESC\[32mINFO ESC\[0m flip-authz listening /);
+      expect(line.trim().startsWith("{")).toBe(false);
+    } finally {
+      if (child.pid !== undefined && child.exitCode === null) process.kill(-child.pid, "SIGTERM");
+      await new Promise((resolve) => child.once("close", resolve));
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 });
 
 describe("log format", () => {
