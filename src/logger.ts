@@ -9,8 +9,8 @@ import type { Config } from "./config.ts";
 
 export type Logger = pino.Logger;
 
-/** The request id of the call being served; the listeners run each call inside it. */
-export const requestScope = new AsyncLocalStorage<string>();
+/** The request id of the call being served (made on first use); the listeners run each call inside it. */
+export const requestScope = new AsyncLocalStorage<{ readonly id: string }>();
 
 export interface LoggerOptions {
   /** "json" (default), "pretty", or "auto": pretty when stdout is a terminal. */
@@ -47,8 +47,8 @@ export function createLogger(
       serializers: { err: pino.stdSerializers.err },
       // Called only for lines that are written: a call costs nothing here unless it logs.
       mixin() {
-        const requestId = requestScope.getStore();
-        return requestId === undefined ? NO_FIELDS : { requestId };
+        const call = requestScope.getStore();
+        return call === undefined ? NO_FIELDS : { requestId: call.id };
       },
     },
     pretty ? prettyDestination(destination ?? process.stdout, Boolean(process.stdout.isTTY)) : destination,

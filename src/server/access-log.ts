@@ -7,12 +7,13 @@ import { type CallHooks, codeName, type ServerLogger } from "./outcome.ts";
 /** `hooks` (e.g. RpcMetrics), with an access log line written after each call is recorded. */
 export function withAccessLog(hooks: CallHooks, logger: ServerLogger): CallHooks {
   return {
+    echoRequestIds: true,
     start: (transport, method, type) => hooks.start(transport, method, type),
     record(call) {
       hooks.record(call);
       logger.info(
         {
-          requestId: call.requestId,
+          requestId: call.requestId.id,
           transport: call.transport,
           method: call.method,
           code: codeName(call.code),

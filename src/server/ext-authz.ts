@@ -20,7 +20,7 @@ import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
 import { requestScope } from "../logger.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
 import { type CallHooks, reportCall, reportStart, type ServerLogger } from "./outcome.ts";
-import { REQUEST_ID_HEADER, requestIdOf } from "./request-id.ts";
+import { CallId, REQUEST_ID_HEADER, sentRequestId } from "./request-id.ts";
 
 export interface ExtAuthzOptions {
   /** Called with every decision, e.g. RpcMetrics.decision. */
@@ -161,7 +161,7 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
     decision: Decision,
     started: number,
     received: number,
-    requestId: string,
+    requestId: CallId,
   ) => {
     options.onDecision(decision);
     callback(null, checkResponseOf(decision));
@@ -173,30 +173,24 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
     callback: grpc.sendUnaryData<Buffer>,
     request: GuardRequest,
     started: number,
-    requestId: string,
+    requestId: CallId,
   ) => {
     void guard(request).then((decision) => answer(call, callback, decision, started, 1, requestId));
   };
   const check: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
     const started = performance.now();
     reportStart(calls, logger, "grpc", METHOD_NAME, "unary");
-    // The request id: Check's own x-request-id, else the one Envoy gave the original request, else new.
-    // Not echoed: Envoy passes nothing of Check's metadata on.
+    // The request id: Check's own x-request-id, else the one Envoy gave the original request, else one
+    // made when something asks. Not echoed: Envoy passes nothing of Check's metadata on.
     const sent = call.metadata.get(REQUEST_ID_HEADER);
+    const own = sent.length === 1 ? sentRequestId(sent[0]) : undefined;
     let parsed: CheckRequest;
     try {
       parsed = fromBinary(CheckRequestSchema, call.request, PARSE);
     } catch {
-      return answer(
-        call,
-        callback,
-        MALFORMED,
-        started,
-        0,
-        requestIdOf(sent.length === 1 ? sent[0] : undefined),
-      );
+      return answer(call, callback, MALFORMED, started, 0, new CallId(own));
     }
-    const requestId = requestIdOf(sent.length === 1 ? sent[0] : parsed.attributes?.request?.http?.id);
+    const requestId = new CallId(own ?? sentRequestId(parsed.attributes?.request?.http?.id));
     const request = guardRequestOf(parsed);
     if (request === undefined) return answer(call, callback, NOT_HTTP, started, 1, requestId);
     // Whatever the guard logs (a failed lookup) carries the request id (src/logger.ts).

@@ -38,7 +38,7 @@ import {
   type ServerLogger,
   toPublicError,
 } from "./outcome.ts";
-import { REQUEST_ID_HEADER, requestIdOf } from "./request-id.ts";
+import { CallId, REQUEST_ID_HEADER, sentRequestId } from "./request-id.ts";
 
 export const DEFAULT_MAX_RECEIVE_BYTES = 1024 * 1024;
 
@@ -181,7 +181,7 @@ function unaryHandler(
     call: grpc.ServerUnaryCall<Buffer, Buffer>,
     callback: grpc.sendUnaryData<Buffer>,
     started: number,
-    requestId: string,
+    requestId: CallId,
   ) => {
     let input: unknown;
     try {
@@ -190,7 +190,7 @@ function unaryHandler(
       callback({
         code: grpc.status.INVALID_ARGUMENT,
         details: MALFORMED,
-        metadata: echo(undefined, requestId),
+        metadata: echo(undefined, requestId.id),
       });
       record(options, name, "unary", Code.InvalidArgument, started, 0, 0, call, requestId);
       return;
@@ -220,7 +220,7 @@ function unaryHandler(
   return (call, callback) => {
     const started = performance.now();
     reportStart(options.calls, options.logger, "grpc", name, "unary");
-    const requestId = requestIdOf(onlyValue(call.metadata.get(REQUEST_ID_HEADER)));
+    const requestId = new CallId(sentRequestId(onlyValue(call.metadata.get(REQUEST_ID_HEADER))));
     // Every log line written while the call runs carries its request id (src/logger.ts).
     requestScope.run(requestId, serve, call, callback, started, requestId);
   };
@@ -247,7 +247,7 @@ interface UnaryCall {
   name: string;
   options: GrpcServiceOptions;
   started: number;
-  requestId: string;
+  requestId: CallId;
 }
 
 function succeedUnary(done: UnaryCall, output: unknown): void {
@@ -259,7 +259,12 @@ function succeedUnary(done: UnaryCall, output: unknown): void {
     failUnary(done, error);
     return;
   }
-  call.sendMetadata(echo(context.headerMetadata(), done.requestId));
+  const header = context.headerMetadata();
+  if (done.requestId.known || done.options.calls?.echoRequestIds) {
+    call.sendMetadata(echo(header, done.requestId.id));
+  } else if (header) {
+    call.sendMetadata(header);
+  }
   done.callback(null, bytes, context.trailerMetadata());
   const cancelled = call.cancelled;
   const code = cancelled ? Code.Canceled : 0;
@@ -272,7 +277,7 @@ function failUnary(done: UnaryCall, reason: unknown): void {
   const { call, context, options } = done;
   // After a cancel or the deadline, whatever the handler threw (often an AbortError) is not a bug.
   const error = context.stopped() ?? toPublicError(reason, options.logger, done.name);
-  done.callback(toStatus(error, context, done.requestId));
+  done.callback(toStatus(error, context, done.requestId.id));
   const code = call.cancelled ? Code.Canceled : error.code;
   record(options, done.name, "unary", code, done.started, 1, 0, call, done.requestId);
   context.abort(CALL_COMPLETED);
@@ -297,15 +302,16 @@ function streamingHandler(
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   const type = grpcTypeOf(method);
-  const serve = (call: Writable, started: number, requestId: string) => {
-    const messages = { received: 0, sent: 0, requestId };
+  const serve = (call: Writable, started: number, requestId: CallId) => {
+    // Streams are not the hot path: their id always goes back.
+    const messages = { received: 0, sent: 0, requestId: requestId.id };
     let input: AsyncIterable<unknown>;
     if (method.methodKind === "server_streaming") {
       try {
         input = once(fromBinary(method.input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request));
         messages.received = 1;
       } catch {
-        const metadata = echo(undefined, requestId);
+        const metadata = echo(undefined, requestId.id);
         call.emit("error", { code: grpc.status.INVALID_ARGUMENT, details: MALFORMED, metadata });
         record(options, name, type, Code.InvalidArgument, started, 0, 0, call, requestId);
         return;
@@ -330,19 +336,19 @@ function streamingHandler(
           const stopped = context.stopped();
           if (stopped) {
             // Stopped by deadline or shutdown: end with that reason, not with OK.
-            call.emit("error", toStatus(stopped, context, requestId));
+            call.emit("error", toStatus(stopped, context, requestId.id));
             return stopped.code;
           }
           // No message, so no header went out: the id goes with the trailers.
           call.end(
-            messages.sent === 0 ? echo(context.trailerMetadata(), requestId) : context.trailerMetadata(),
+            messages.sent === 0 ? echo(context.trailerMetadata(), requestId.id) : context.trailerMetadata(),
           );
           return 0;
         },
         (reason: unknown) => {
           if (call.cancelled) return Code.Canceled;
           const error = context.stopped() ?? toPublicError(reason, options.logger, name);
-          call.emit("error", toStatus(error, context, requestId));
+          call.emit("error", toStatus(error, context, requestId.id));
           return error.code;
         },
       )
@@ -354,7 +360,7 @@ function streamingHandler(
   return (call: Writable) => {
     const started = performance.now();
     reportStart(options.calls, options.logger, "grpc", name, type);
-    const requestId = requestIdOf(onlyValue(call.metadata.get(REQUEST_ID_HEADER)));
+    const requestId = new CallId(sentRequestId(onlyValue(call.metadata.get(REQUEST_ID_HEADER))));
     requestScope.run(requestId, serve, call, started, requestId);
   };
 }
@@ -576,7 +582,7 @@ function record(
   received: number,
   sent: number,
   peer: Peer,
-  requestId: string,
+  requestId: CallId,
 ): void {
   const seconds = (performance.now() - started) / 1000;
   reportCall(options.calls, options.logger, {

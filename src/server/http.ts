@@ -29,7 +29,7 @@ import {
   type Transport,
   toPublicError,
 } from "./outcome.ts";
-import { REQUEST_ID_HEADER, requestIdOf } from "./request-id.ts";
+import { CallId, REQUEST_ID_HEADER, sentRequestId } from "./request-id.ts";
 
 export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
 
@@ -136,7 +136,7 @@ export function createHttpHandler<S extends DescService>(
         received: 0,
         sent: 0,
         peer: new SocketPeer(request as IncomingMessage),
-        requestId: requestScope.getStore() ?? "",
+        requestId: requestScope.getStore() ?? new CallId(undefined),
       });
     },
   });
@@ -179,8 +179,9 @@ export function createHttpHandler<S extends DescService>(
   };
   return (request, response) => {
     // Echoed on every answer of this listener; every log line of the request carries it (src/logger.ts).
-    const requestId = requestIdOf(request.headers[REQUEST_ID_HEADER]);
-    response.setHeader(REQUEST_ID_HEADER, requestId);
+    // Made now when the caller sent none: an HTTP/1.1 answer's headers cannot wait for a log line to ask.
+    const requestId = new CallId(sentRequestId(request.headers[REQUEST_ID_HEADER]));
+    response.setHeader(REQUEST_ID_HEADER, requestId.id);
     requestScope.run(requestId, handle, request, response);
   };
 }
@@ -305,7 +306,7 @@ function outcomeInterceptor(
     const transport = transportOf(request.header.get("content-type"));
     const type = grpcTypeOf(request.method);
     const peer = request.contextValues.get(PEER);
-    const requestId = requestScope.getStore() ?? "";
+    const requestId = requestScope.getStore() ?? new CallId(undefined);
     reportStart(calls, logger, transport, method, type);
     // Connect and gRPC-Web over HTTP/1.1 carry one request message (no client or bidi streams here).
     const record = (code: number, sent: number) =>

@@ -41,8 +41,8 @@ export interface CallRecord {
   sent: number;
   /** The caller, read only by an access log. */
   peer: Peer;
-  /** x-request-id: the caller's, or made for the call. */
-  requestId: string;
+  /** x-request-id: the caller's, or made for the call when read. */
+  requestId: { readonly id: string };
 }
 
 /** Who called ("address:port"); asked only when a log line needs it. grpc-js calls are Peers. */
@@ -54,6 +54,12 @@ export interface Peer {
 export interface CallHooks {
   start(transport: Transport, method: string, type: GrpcType): void;
   record(call: CallRecord): void;
+  /**
+   * When true, the gRPC listener sends every call's request id back, made if the caller sent none (the
+   * access log wants ids callers can quote). Otherwise only ids the caller sent, or that a log line or a
+   * failure made, go back: a UUID and a header per call cost the cached check measurably.
+   */
+  readonly echoRequestIds?: boolean;
 }
 
 /** Hands a finished call to the hooks; a failing hook is logged, never the call's problem. */

@@ -24,7 +24,7 @@ function call(fields: Partial<CallRecord>): CallRecord {
     received: 1,
     sent: 1,
     peer: { getPeer: () => "127.0.0.1:1" },
-    requestId: "r",
+    requestId: { id: "r" },
     ...fields,
   };
 }

@@ -7,13 +7,14 @@ import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   AuthzService,
+  CheckPermissionRequestSchema,
+  GetProfileRequestSchema,
   ListRolesRequestSchema,
-  ListRolesResponseSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { createLogger, formatLine } from "../../src/logger.ts";
 import { createHealthState } from "../../src/server/health.ts";
@@ -36,15 +37,30 @@ interface Answer {
 
 /** ListRoles through a grpc-js client, with the metadata given; the answer's header, trailer and code. */
 function listRoles(client: grpc.Client, sent: Record<string, string>): Promise<Answer> {
+  return unary(
+    client,
+    LIST_ROLES,
+    toBinary(ListRolesRequestSchema, create(ListRolesRequestSchema, {})),
+    sent,
+  );
+}
+
+/** A unary call with these request bytes and metadata; the answer's header, trailer and code. */
+function unary(
+  client: grpc.Client,
+  path: string,
+  request: Uint8Array,
+  sent: Record<string, string>,
+): Promise<Answer> {
   const metadata = new grpc.Metadata();
   for (const [key, value] of Object.entries(sent)) metadata.set(key, value);
   return new Promise((resolve) => {
     let header: grpc.Metadata | undefined;
     const call = client.makeUnaryRequest(
-      LIST_ROLES,
-      (value: object) => Buffer.from(toBinary(ListRolesRequestSchema, create(ListRolesRequestSchema, value))),
-      (bytes: Buffer) => fromBinary(ListRolesResponseSchema, bytes),
-      {},
+      path,
+      (value: Buffer) => value,
+      (bytes: Buffer) => bytes,
+      Buffer.from(request),
       metadata,
       () => {},
     );
@@ -217,6 +233,34 @@ describe("every log line of a call carries its request id", () => {
     expect(deep.at(-1)).toMatchObject({ requestId: "deep-grpc", msg: "something to say" });
     // The access log is off by default.
     expect(jsonLines(lines).filter((entry) => entry.msg === "call")).toEqual([]);
+  });
+
+  it("on the gRPC listener, an id is made only when something needs it: a log line or a failure", async () => {
+    // ListRoles logs (above): the id made for that line goes back.
+    const logged = await listRoles(client, {});
+    expect(idIn(logged)).toMatch(UUID);
+    expect(
+      jsonLines(lines)
+        .filter((entry) => entry.step === "deep")
+        .at(-1)?.requestId,
+    ).toBe(idIn(logged));
+    // GetProfile logs nothing and succeeds: no id made, none sent back (a UUID and a header per call cost
+    // the cached check measurably); one the caller sent always comes back.
+    const getProfile = `/${AuthzService.typeName}/GetProfile`;
+    const profile = toBinary(GetProfileRequestSchema, create(GetProfileRequestSchema, { userId: "ABC" }));
+    const quiet = await unary(client, getProfile, profile, {});
+    expect(quiet.code).toBe(grpc.status.OK);
+    expect(idIn(quiet)).toBeUndefined();
+    expect(idIn(await unary(client, getProfile, profile, { "x-request-id": "quiet-1" }))).toBe("quiet-1");
+    // A failure always carries one.
+    const check = `/${AuthzService.typeName}/CheckPermission`;
+    const failing = toBinary(
+      CheckPermissionRequestSchema,
+      create(CheckPermissionRequestSchema, { userId: "code:5" }),
+    );
+    const failed = await unary(client, check, failing, {});
+    expect(failed.code).toBe(grpc.status.NOT_FOUND);
+    expect(idIn(failed)).toMatch(UUID);
   });
 
   it("on the HTTP listener, and for a handler's unexpected error", async () => {
