@@ -6,7 +6,13 @@ import { openStore } from "./sql-store.ts";
 
 export type { Logger } from "./logger.ts";
 export { silentLogger } from "./logger.ts";
-export { type OpenStoreOptions, openStore, storeSql } from "./sql-store.ts";
+export {
+  type ImportBatchResult,
+  importUsers,
+  type OpenStoreOptions,
+  openStore,
+  storeSql,
+} from "./sql-store.ts";
 
 /** Applies migrations and the seed, then closes its connections (`flip-authz migrate`). */
 export async function migrate(database: DatabaseConfig, logger: Logger = silentLogger): Promise<void> {

@@ -13,9 +13,10 @@ import type { DatabaseConfig } from "../config.ts";
 import { ENTITIES } from "./entities.ts";
 import type { Logger } from "./logger.ts";
 import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.ts";
+import { Migration20261201RevisionsAtCommit } from "./migrations/20261201-revisions-at-commit.ts";
 
 /** In the order they apply. */
-export const MIGRATIONS = [Migration20261130FlipSchema];
+export const MIGRATIONS = [Migration20261130FlipSchema, Migration20261201RevisionsAtCommit];
 
 /** Which database the ORM talks to: the store's few per-platform choices (locks, snapshot isolation). */
 export interface Dialect {

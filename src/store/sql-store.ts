@@ -30,6 +30,7 @@ import type {
   Store,
   UserRoles,
 } from "../authz/store.ts";
+import type { ImportLine } from "../authz/user-import.ts";
 import type { DatabaseConfig } from "../config.ts";
 import { PollingFeed, PostgresFeed } from "./change-feed.ts";
 import {
@@ -127,25 +128,57 @@ class WriteContext {
     this.dialect = dialect;
   }
 
-  revision(): Promise<Revision> {
-    return readRevision(this.em);
-  }
-
   /**
-   * Serializes writes that touch one user. PostgreSQL: a transaction-scoped advisory lock on the user.
+   * Serializes writes that touch one user. PostgreSQL: a transaction-scoped advisory lock on the user, and
+   * (same statement, one round trip) the request to have this transaction's revisions assigned at its end
+   * (see the 20261201 migration), so the counter's lock is held only from `assignRevisions` through COMMIT.
    * SQLite: take the database write lock first, so the transaction never has to upgrade a read lock (which
    * busy_timeout cannot wait for).
    */
   async lockUser(userId: string): Promise<void> {
     if (this.dialect.kind === "postgres") {
-      // Raw: MikroORM has no API for advisory locks.
-      await this.em.execute("SELECT pg_advisory_xact_lock(17221, hashtext(?))", [userId]);
+      // Raw: MikroORM has no API for advisory locks or session settings.
+      await this.em.execute(
+        "SELECT pg_advisory_xact_lock(17221, hashtext(?)), set_config('authz.defer_revisions', 'on', true)",
+        [userId],
+      );
     } else {
       await this.em
         .createQueryBuilder(RevisionCounter)
         .update({ revision: raw("revision") })
         .where({ id: 1 })
         .execute("run");
+    }
+  }
+
+  /**
+   * The last statement before COMMIT: on PostgreSQL assigns this transaction's revisions (the counter's
+   * lock is taken here) and returns the newest; on SQLite (revisions assigned as rows change, under the
+   * one write lock) reads the counter. Either way the revision of this write, or, when it changed nothing,
+   * one the unchanged state reflects.
+   */
+  async assignRevisions(): Promise<Revision> {
+    if (this.dialect.kind !== "postgres") return readRevision(this.em);
+    // Raw: a database function (the change-log SQL lives in the migrations).
+    const rows = await this.em.execute<Row[]>("SELECT authz_assign_revisions() AS revision");
+    return num(rows[0]?.revision ?? 0);
+  }
+
+  /**
+   * lockUser for every user of an import batch at once (ids sorted, so two batches never wait on each other
+   * in a cycle), with the same request for revisions at the end.
+   */
+  async lockUsers(userIds: string[]): Promise<void> {
+    if (this.dialect.kind === "postgres") {
+      // Raw: MikroORM has no API for advisory locks or session settings. One array parameter (UUIDs hold
+      // no commas), unnested in order.
+      await this.em.execute(
+        `SELECT count(pg_advisory_xact_lock(17221, hashtext(u))), set_config('authz.defer_revisions', 'on', true)
+         FROM unnest(string_to_array(?, ',')) AS u`,
+        [[...userIds].sort().join(",")],
+      );
+    } else {
+      await this.lockUser("");
     }
   }
 
@@ -264,10 +297,20 @@ class SqlStore implements Store {
     );
   }
 
-  /** A write transaction, retried on conflicts; SQLite subscribers hear of it after commit. */
-  private async write<T>(operation: string, fn: (tx: WriteContext) => Promise<T>): Promise<T> {
+  /**
+   * A write transaction, retried on conflicts; its revision is assigned by its last statement (see
+   * WriteContext.assignRevisions). SQLite subscribers hear of it after commit.
+   */
+  private async write<T>(
+    operation: string,
+    fn: (tx: WriteContext) => Promise<T>,
+  ): Promise<T & { revision: Revision }> {
     const result = await withRetries(operation, this.logger, () =>
-      this.orm.em().transactional((em) => fn(new WriteContext(em, this.dialect))),
+      this.orm.em().transactional(async (em) => {
+        const tx = new WriteContext(em, this.dialect);
+        const outcome = await fn(tx);
+        return { ...outcome, revision: await tx.assignRevisions() };
+      }),
     );
     for (const feed of this.pollingFeeds) void feed.poke();
     return result;
@@ -366,11 +409,10 @@ class SqlStore implements Store {
     return this.write("assignRole", async (tx) => {
       await tx.lockUser(user);
       const role = await tx.role(roleId.toLowerCase());
-      const before = await tx.revision();
       const inserted = await tx.addRoles(user, [role.id]);
-      if (inserted === 0) return { changed: false, roles: await tx.userRoles(user), revision: before };
+      if (inserted === 0) return { changed: false, roles: await tx.userRoles(user) };
       await tx.audit(`Assigned role ${role.name}`, user, actorId);
-      return { changed: true, roles: await tx.userRoles(user), revision: await tx.revision() };
+      return { changed: true, roles: await tx.userRoles(user) };
     });
   }
 
@@ -383,11 +425,10 @@ class SqlStore implements Store {
         const admins = await tx.lockAdmins();
         if (admins.has(user) && admins.size === 1) throw new FailedPreconditionError(NO_ADMIN);
       }
-      const before = await tx.revision();
       const deleted = await tx.removeRoles(user, [role.id]);
-      if (deleted === 0) return { changed: false, roles: await tx.userRoles(user), revision: before };
+      if (deleted === 0) return { changed: false, roles: await tx.userRoles(user) };
       await tx.audit(`Revoked role ${role.name}`, user, actorId);
-      return { changed: true, roles: await tx.userRoles(user), revision: await tx.revision() };
+      return { changed: true, roles: await tx.userRoles(user) };
     });
   }
 
@@ -407,12 +448,11 @@ class SqlStore implements Store {
         if (missing) throw new NotFoundError(`role ${missing} not found`);
       }
       const admins = wanted.includes(ADMIN_ROLE_ID) ? null : await tx.lockAdmins();
-      const before = await tx.revision();
       const current = new Set((await tx.userRoles(user)).map((role) => role.id));
       const toRemove = [...current].filter((id) => !wanted.includes(id));
       const toAdd = wanted.filter((id) => !current.has(id));
       if (toRemove.length === 0 && toAdd.length === 0) {
-        return { changed: false, roles: await tx.userRoles(user), revision: before };
+        return { changed: false, roles: await tx.userRoles(user) };
       }
       if (admins && toRemove.includes(ADMIN_ROLE_ID) && admins.size === 1 && admins.has(user)) {
         throw new FailedPreconditionError(NO_ADMIN);
@@ -420,8 +460,105 @@ class SqlStore implements Store {
       await tx.removeRoles(user, toRemove);
       await tx.addRoles(user, toAdd);
       await tx.audit("Updated user roles", user, actorId);
-      return { changed: true, roles: await tx.userRoles(user), revision: await tx.revision() };
+      return { changed: true, roles: await tx.userRoles(user) };
     });
+  }
+
+  /**
+   * One batch of `flip-authz import`, in one transaction under the batch's user locks: adds the role pairs
+   * that are missing and sets the profile fields given (later lines win), auditing each change with
+   * `actorId`; a pair already held or a profile already as asked is neither written nor audited.
+   */
+  async importUsers(lines: readonly ImportLine[], actorId: string): Promise<ImportBatchResult> {
+    const users = [...new Set(lines.map((line) => line.userId))];
+    const actor = actorId.toLowerCase();
+    const result = await withRetries("import", this.logger, () =>
+      this.orm.em().transactional(async (em) => {
+        const tx = new WriteContext(em, this.dialect);
+        await tx.lockUsers(users);
+        const held = new Set(
+          (
+            await em
+              .createQueryBuilder(UserRole, "ur")
+              .select(["ur.userId", "ur.roleId"])
+              .where({ userId: { $in: users } })
+              .execute("all", true)
+          ).map((row) => `${str(row.userId)}:${str(row.roleId).toLowerCase()}`),
+        );
+        const now = Date.now();
+        const audits: { action: string; userId: string }[] = [];
+        const pairs: { userId: string; roleId: string }[] = [];
+        for (const line of lines) {
+          const key = `${line.userId}:${line.role.id}`;
+          if (held.has(key)) continue;
+          held.add(key);
+          pairs.push({ userId: line.userId, roleId: line.role.id });
+          audits.push({ action: `Assigned role ${line.role.name}`, userId: line.userId });
+        }
+        const wanted = new Map<string, { name?: string; organisation?: string }>();
+        for (const line of lines) {
+          if (line.name === undefined && line.organisation === undefined) continue;
+          const patch = wanted.get(line.userId) ?? {};
+          if (line.name !== undefined) patch.name = line.name;
+          if (line.organisation !== undefined) patch.organisation = line.organisation;
+          wanted.set(line.userId, patch);
+        }
+        const profiles: {
+          userId: string;
+          name: string;
+          organisation: string;
+          createdAt: Date;
+          updatedAt: Date;
+        }[] = [];
+        if (wanted.size > 0) {
+          const existing = new Map(
+            (
+              await em
+                .createQueryBuilder(UserProfile, "p")
+                .select(["p.userId", "p.name", "p.organisation"])
+                .where({ userId: { $in: [...wanted.keys()] } })
+                .execute("all", true)
+            ).map((row) => [str(row.userId), { name: str(row.name), organisation: str(row.organisation) }]),
+          );
+          for (const [userId, patch] of wanted) {
+            const before = existing.get(userId);
+            const name = patch.name ?? before?.name ?? "";
+            const organisation = patch.organisation ?? before?.organisation ?? "";
+            if (before && before.name === name && before.organisation === organisation) continue;
+            profiles.push({ userId, name, organisation, createdAt: new Date(now), updatedAt: new Date(now) });
+            audits.push({ action: "Updated user profile", userId });
+          }
+        }
+        if (pairs.length > 0) {
+          await em.createQueryBuilder(UserRole).insert(pairs).onConflict().ignore().execute("run");
+        }
+        if (profiles.length > 0) {
+          // New profiles are inserted, existing ones keep created_at.
+          await em
+            .createQueryBuilder(UserProfile)
+            .insert(profiles)
+            .onConflict("userId")
+            .merge(["name", "organisation", "updatedAt"])
+            .execute("run");
+        }
+        if (audits.length > 0) {
+          await em.insertMany(
+            UserAudit,
+            audits.map((audit) => ({
+              id: uuidv7(now),
+              action: audit.action,
+              userId: audit.userId,
+              modifiedByUserId: actor,
+              timestamp: new Date(now),
+            })),
+          );
+        }
+        const revision = await tx.assignRevisions();
+        return { assigned: pairs.length, profiles: profiles.length, revision };
+      }),
+    );
+    if (result.assigned + result.profiles > 0) for (const feed of this.pollingFeeds) void feed.poke();
+    return result;
   }
 
   async getProfile(userId: string): Promise<ProfileRead> {
@@ -452,7 +589,6 @@ class SqlStore implements Store {
     const user = userId.toLowerCase();
     return this.write("updateProfile", async (tx) => {
       await tx.lockUser(user);
-      const before = await tx.revision();
       const rows = await tx.em
         .createQueryBuilder(UserProfile, "p")
         .select(["p.userId", "p.name", "p.organisation", "p.createdAt", "p.updatedAt"])
@@ -479,19 +615,18 @@ class SqlStore implements Store {
         };
         await tx.em.insert(UserProfile, { ...profile });
         await tx.audit("Updated user profile", user, actorId);
-        return { changed: true, profile, revision: await tx.revision() };
+        return { changed: true, profile };
       }
       const name = patch.name ?? existing.name;
       const organisation = patch.organisation ?? existing.organisation;
       if (name === existing.name && organisation === existing.organisation) {
-        return { changed: false, profile: existing, revision: before };
+        return { changed: false, profile: existing };
       }
       await tx.em.nativeUpdate(UserProfile, { userId: user }, { name, organisation, updatedAt: now });
       await tx.audit("Updated user profile", user, actorId);
       return {
         changed: true,
         profile: { ...existing, name, organisation, updatedAt: now },
-        revision: await tx.revision(),
       };
     });
   }
@@ -648,6 +783,24 @@ class SqlStore implements Store {
     this.feeds.clear();
     await this.orm.orm.close(true);
   }
+}
+
+export interface ImportBatchResult {
+  /** Role pairs added. */
+  assigned: number;
+  /** Profiles created or changed. */
+  profiles: number;
+  revision: Revision;
+}
+
+/** Writes one batch of `flip-authz import` (see SqlStore.importUsers). Not part of the Store contract. */
+export function importUsers(
+  store: Store,
+  lines: readonly ImportLine[],
+  actorId: string,
+): Promise<ImportBatchResult> {
+  if (!(store instanceof SqlStore)) throw new Error("not a store opened by openStore");
+  return store.importUsers(lines, actorId);
 }
 
 /**
