@@ -27,6 +27,15 @@ const COMMANDS: Record<string, CommandSpec> = {
       role: { type: "string", description: "a role name (case-insensitive) or the role's UUID" },
     },
   },
+  import: {
+    name: "import",
+    summary:
+      "Bulk-assign roles (and set names, organisations) from a CSV file with the header user_id,role[,name,organisation]. Validates the whole file first; writes nothing if a line is bad; idempotent; audited with the nil UUID as actor.",
+    usage: "flip-authz import --file <users.csv>",
+    options: {
+      file: { type: "string", description: "the CSV file (roles by name or UUID)" },
+    },
+  },
   check: {
     name: "check",
     summary:
@@ -85,6 +94,10 @@ async function run(argv: string[]): Promise<number> {
     case "assign-role": {
       const { assignRoleCommand } = await import("./cli/database.ts");
       return assignRoleCommand(config, options.user ?? "", options.role ?? "", NIL_UUID);
+    }
+    case "import": {
+      const { importCommand } = await import("./cli/import.ts");
+      return importCommand(config, options.file ?? "");
     }
     case "check": {
       const { checkCommand } = await import("./cli/database.ts");

@@ -12,7 +12,7 @@ import { type Logger, migrate, openStore } from "../store/index.ts";
  * The store logs a driver error's cause and throws a neutral domain error (what RPC clients see). An
  * operator at a terminal wants the cause: keep the last one logged, to tell with the failure.
  */
-function causeKeeper(): { logger: Logger; explain(error: unknown, database: string): Error } {
+export function causeKeeper(): { logger: Logger; explain(error: unknown, database: string): Error } {
   let cause: unknown;
   const keep = (obj: object) => {
     if ("err" in obj) cause = obj.err;
@@ -30,7 +30,7 @@ function causeKeeper(): { logger: Logger; explain(error: unknown, database: stri
 }
 
 /** These commands read DATABASE_URL; a follower's configuration has none to offer. */
-function assertDatabase(config: Config): void {
+export function assertDatabase(config: Config): void {
   if (config.upstream) {
     throw new ConfigError(
       "AUTHZ_UPSTREAM",
