@@ -27,9 +27,10 @@ import { guard } from "./scenarios/guard.ts";
 import { hotPath } from "./scenarios/hot-path.ts";
 import { millionUsers } from "./scenarios/million-users.ts";
 import { propagation } from "./scenarios/propagation.ts";
+import { writes } from "./scenarios/writes.ts";
 
 /** In the order they run. Add a scenario here (bench/report.ts has the shape). */
-const SCENARIOS: Scenario[] = [hotPath, connectJson, millionUsers, propagation, guard, follower];
+const SCENARIOS: Scenario[] = [hotPath, connectJson, millionUsers, propagation, guard, follower, writes];
 
 const ADMIN_URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const args = process.argv.slice(2);
