@@ -182,6 +182,59 @@ class WriteContext {
     }
   }
 
+  /**
+   * lockUser and role(roleId) in one statement (one round trip fewer per write). PostgreSQL: the role's row
+   * with the lock and the setting as extra columns (raw: functions MikroORM has no API for); when the role
+   * does not exist no lock is taken, but the write fails anyway.
+   */
+  async lockUserAndRole(userId: string, roleId: string): Promise<RoleName> {
+    if (this.dialect.kind !== "postgres") {
+      await this.lockUser(userId);
+      return this.role(roleId);
+    }
+    const rows = await this.em
+      .createQueryBuilder(Role, "r")
+      .select([
+        "r.id",
+        "r.name",
+        raw("pg_advisory_xact_lock(17221, hashtext(?)) as locked", [userId]),
+        raw("set_config('authz.defer_revisions', 'on', true) as deferred"),
+      ])
+      .where({ id: roleId })
+      .execute("all", true);
+    const row = rows[0];
+    if (!row) throw new NotFoundError(`role ${roleId} not found`);
+    return { id: str(row.id), name: str(row.name) };
+  }
+
+  /**
+   * The last statement of a role write: the user's roles and the write's revision together (assignRevisions
+   * as a column of the counter row, left-joined with the user's roles so there is always a row to call it
+   * on). Raw only for the function call.
+   */
+  async rolesAndRevision(userId: string): Promise<{ roles: RoleName[]; revision: Revision }> {
+    const held = this.em.createQueryBuilder(UserRole, "ur").select("ur.roleId").where({ userId });
+    const roles = this.em
+      .createQueryBuilder(Role, "r")
+      .select(["r.id", "r.name"])
+      .where({ id: { $in: held } });
+    const revision =
+      this.dialect.kind === "postgres" ? raw("authz_assign_revisions() as revision") : sql.ref("c.revision");
+    const rows: Row[] = await this.em
+      .createQueryBuilder(RevisionCounter, "c")
+      .leftJoin(roles, "ur", { "c.id": 1 })
+      .select([revision, sql.ref("ur.id"), sql.ref("ur.name")])
+      .where({ id: 1 })
+      .execute("all", false);
+    return {
+      revision: num(rows[0]?.revision ?? 0),
+      roles: rows
+        .filter((row) => row.id != null)
+        .map((row) => ({ id: str(row.id), name: str(row.name) }))
+        .sort(byName),
+    };
+  }
+
   /** A role by id, or NotFoundError. */
   async role(roleId: string): Promise<RoleName> {
     const rows = await this.em
@@ -301,7 +354,7 @@ class SqlStore implements Store {
    * A write transaction, retried on conflicts; its revision is assigned by its last statement (see
    * WriteContext.assignRevisions). SQLite subscribers hear of it after commit.
    */
-  private async write<T>(
+  private async write<T extends object>(
     operation: string,
     fn: (tx: WriteContext) => Promise<T>,
   ): Promise<T & { revision: Revision }> {
@@ -309,7 +362,11 @@ class SqlStore implements Store {
       this.orm.em().transactional(async (em) => {
         const tx = new WriteContext(em, this.dialect);
         const outcome = await fn(tx);
-        return { ...outcome, revision: await tx.assignRevisions() };
+        // Role writes fetch the revision with their last read (rolesAndRevision); the others here.
+        return {
+          ...outcome,
+          revision: (outcome as { revision?: Revision }).revision ?? (await tx.assignRevisions()),
+        };
       }),
     );
     for (const feed of this.pollingFeeds) void feed.poke();
@@ -407,28 +464,24 @@ class SqlStore implements Store {
   async assignRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
     return this.write("assignRole", async (tx) => {
-      await tx.lockUser(user);
-      const role = await tx.role(roleId.toLowerCase());
+      const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       const inserted = await tx.addRoles(user, [role.id]);
-      if (inserted === 0) return { changed: false, roles: await tx.userRoles(user) };
-      await tx.audit(`Assigned role ${role.name}`, user, actorId);
-      return { changed: true, roles: await tx.userRoles(user) };
+      if (inserted > 0) await tx.audit(`Assigned role ${role.name}`, user, actorId);
+      return { changed: inserted > 0, ...(await tx.rolesAndRevision(user)) };
     });
   }
 
   async revokeRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
     return this.write("revokeRole", async (tx) => {
-      await tx.lockUser(user);
-      const role = await tx.role(roleId.toLowerCase());
+      const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       if (role.id === ADMIN_ROLE_ID) {
         const admins = await tx.lockAdmins();
         if (admins.has(user) && admins.size === 1) throw new FailedPreconditionError(NO_ADMIN);
       }
       const deleted = await tx.removeRoles(user, [role.id]);
-      if (deleted === 0) return { changed: false, roles: await tx.userRoles(user) };
-      await tx.audit(`Revoked role ${role.name}`, user, actorId);
-      return { changed: true, roles: await tx.userRoles(user) };
+      if (deleted > 0) await tx.audit(`Revoked role ${role.name}`, user, actorId);
+      return { changed: deleted > 0, ...(await tx.rolesAndRevision(user)) };
     });
   }
 
@@ -452,7 +505,7 @@ class SqlStore implements Store {
       const toRemove = [...current].filter((id) => !wanted.includes(id));
       const toAdd = wanted.filter((id) => !current.has(id));
       if (toRemove.length === 0 && toAdd.length === 0) {
-        return { changed: false, roles: await tx.userRoles(user) };
+        return { changed: false, ...(await tx.rolesAndRevision(user)) };
       }
       if (admins && toRemove.includes(ADMIN_ROLE_ID) && admins.size === 1 && admins.has(user)) {
         throw new FailedPreconditionError(NO_ADMIN);
@@ -460,7 +513,7 @@ class SqlStore implements Store {
       await tx.removeRoles(user, toRemove);
       await tx.addRoles(user, toAdd);
       await tx.audit("Updated user roles", user, actorId);
-      return { changed: true, roles: await tx.userRoles(user) };
+      return { changed: true, ...(await tx.rolesAndRevision(user)) };
     });
   }
 
