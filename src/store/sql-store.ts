@@ -309,6 +309,16 @@ function matchName<T extends { name: string }>(rows: T[], ref: string): T[] {
   return rows.filter((row) => row.name.toLowerCase() === folded);
 }
 
+/** userRoles statements running at once; more lookups wait and then share one (see SqlStore.userRoles). */
+const USER_ROLES_READS = 4;
+/** Users one userRoles statement asks about at most. */
+const USER_ROLES_BATCH = 500;
+
+interface RolesWaiter {
+  resolve(answer: UserRoles): void;
+  reject(error: unknown): void;
+}
+
 class SqlStore implements Store {
   private readonly orm: Orm;
   private readonly database: DatabaseConfig;
@@ -317,6 +327,10 @@ class SqlStore implements Store {
   private readonly feeds = new Set<{ close(): Promise<void> }>();
   private readonly pollingFeeds = new Set<PollingFeed>();
   private closed = false;
+  /** userRoles lookups waiting for a statement, by user; and statements of them running. */
+  private readonly userRolesQueue = new Map<string, RolesWaiter[]>();
+  private userRolesReads = 0;
+  private userRolesFlushing = false;
 
   constructor(orm: Orm, database: DatabaseConfig, logger: Logger, pollIntervalMs: number) {
     this.orm = orm;
@@ -440,24 +454,80 @@ class SqlStore implements Store {
     });
   }
 
-  async userRoles(userId: string): Promise<UserRoles> {
+  /**
+   * One user's roles with the revision they reflect. Lookups that arrive while USER_ROLES_READS of them
+   * are already running wait, and then go together as one statement (the same snapshot for all of them):
+   * a burst of cache misses costs the service and the database one round trip per batch, not one per user.
+   */
+  userRoles(userId: string): Promise<UserRoles> {
+    const user = userId.toLowerCase();
+    return new Promise((resolve, reject) => {
+      const waiting = this.userRolesQueue.get(user);
+      if (waiting) waiting.push({ resolve, reject });
+      else this.userRolesQueue.set(user, [{ resolve, reject }]);
+      if (this.userRolesReads < USER_ROLES_READS && !this.userRolesFlushing) {
+        this.userRolesFlushing = true;
+        // After this tick, so lookups asked in the same tick share the statement.
+        queueMicrotask(() => {
+          this.userRolesFlushing = false;
+          this.flushUserRoles();
+        });
+      }
+    });
+  }
+
+  private flushUserRoles(): void {
+    while (this.userRolesQueue.size > 0 && this.userRolesReads < USER_ROLES_READS) {
+      const batch = new Map<string, RolesWaiter[]>();
+      for (const [user, waiters] of this.userRolesQueue) {
+        batch.set(user, waiters);
+        this.userRolesQueue.delete(user);
+        if (batch.size >= USER_ROLES_BATCH) break;
+      }
+      this.userRolesReads++;
+      void this.readUserRoles([...batch.keys()])
+        .then(
+          (read) => {
+            for (const [user, waiters] of batch) {
+              const answer = { revision: read.revision, roleIds: read.roles.get(user) ?? [] };
+              for (const waiter of waiters) waiter.resolve({ ...answer, roleIds: [...answer.roleIds] });
+            }
+          },
+          (error: unknown) => {
+            for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(error);
+          },
+        )
+        .finally(() => {
+          this.userRolesReads--;
+          this.flushUserRoles();
+        });
+    }
+  }
+
+  /** The roles of these users (lower case) and the revision they reflect, in one statement. */
+  private readUserRoles(users: string[]): Promise<{ revision: Revision; roles: Map<string, string[]> }> {
     return this.read("userRoles", async (em) => {
       // One statement, so the revision and the rows come from one snapshot: the counter row left-joined
-      // with the user's user_role rows (a subquery, as the entities are not related).
+      // with the users' user_role rows (a subquery, as the entities are not related).
       const held = em
         .createQueryBuilder(UserRole, "u")
-        .select("u.roleId")
-        .where({ userId: userId.toLowerCase() });
+        .select(["u.userId", "u.roleId"])
+        .where({ userId: users.length === 1 ? users[0] : { $in: users } });
       const rows: Row[] = await em
         .createQueryBuilder(RevisionCounter, "c")
         .leftJoin(held, "ur", { "c.id": 1 })
-        .select(["c.revision", sql.ref("ur.role_id")])
+        .select(["c.revision", sql.ref("ur.user_id"), sql.ref("ur.role_id")])
         .where({ id: 1 })
         .execute("all", false);
-      return {
-        revision: num(rows[0]?.revision ?? 0),
-        roleIds: rows.filter((row) => row.role_id != null).map((row) => str(row.role_id)),
-      };
+      const roles = new Map<string, string[]>();
+      for (const row of rows) {
+        if (row.role_id == null) continue;
+        const user = str(row.user_id).toLowerCase();
+        const held = roles.get(user);
+        if (held) held.push(str(row.role_id));
+        else roles.set(user, [str(row.role_id)]);
+      }
+      return { revision: num(rows[0]?.revision ?? 0), roles };
     });
   }
 
