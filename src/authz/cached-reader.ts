@@ -5,7 +5,7 @@
 
 import type { ChangeHub } from "./change-hub.ts";
 import type { CatalogView, Consistency, ProfileView, Reader, UserView } from "./reader.ts";
-import { RoleIndex } from "./role-index.ts";
+import { type IndexedRole, RoleIndex } from "./role-index.ts";
 import type { Catalog, Change, ProfileRecord, ReadSource, Revision } from "./store.ts";
 import { UserCache } from "./user-cache.ts";
 
@@ -23,11 +23,26 @@ export interface CacheStats {
   catalogReloads: number;
 }
 
+/**
+ * A set of role ids as the user cache holds it: one shared object per distinct set (most users hold one of
+ * a few sets), with its roles resolved against the last map that asked. So a cached user costs a key and a
+ * reference, and a hit allocates nothing for its roles.
+ */
+interface RoleSet {
+  readonly ids: readonly string[];
+  index: RoleIndex | undefined;
+  roles: IndexedRole[];
+}
+
+/** Distinct role sets shared at most; past this, the table starts again (sets already cached stay valid). */
+const ROLE_SETS = 10_000;
+
 export class CachedReader implements Reader {
   readonly stats: CacheStats = { hits: 0, misses: 0, databaseReads: 0, catalogReloads: 0 };
   readonly #source: ReadSource;
   readonly #inner: Reader;
-  readonly #roles: UserCache<string[]>;
+  readonly #roles: UserCache<RoleSet>;
+  #roleSets = new Map<string, RoleSet>();
   readonly #profiles: UserCache<ProfileRecord | null>;
   readonly #freshnessWaitMs: number;
   readonly #onError: (error: unknown, context: string) => void;
@@ -134,7 +149,7 @@ export class CachedReader implements Reader {
     const cached = this.#roles.get(userId);
     if (cached === undefined) return undefined;
     this.stats.hits++;
-    return { index: loaded, roles: loaded.rolesOf(cached), revision: this.#applied };
+    return { index: loaded, roles: rolesIn(cached, loaded), revision: this.#applied };
   }
 
   async user(userId: string, consistency: Consistency): Promise<UserView> {
@@ -145,12 +160,12 @@ export class CachedReader implements Reader {
       return this.#inner.user(userId, consistency);
     }
     const revision = this.#applied;
-    let roleIds = this.#roles.get(userId);
-    if (roleIds === undefined) {
+    let roleSet = this.#roles.get(userId);
+    if (roleSet === undefined) {
       this.stats.misses++;
-      roleIds = await this.#roles.load(
+      roleSet = await this.#roles.load(
         userId,
-        async () => (await this.#source.userRoles(userId, atLeast(revision))).roleIds,
+        async () => this.#roleSet((await this.#source.userRoles(userId, atLeast(revision))).roleIds),
         () => this.#live,
       );
       // The load may have straddled a feed interruption: only the source's own answer is safe then.
@@ -159,7 +174,7 @@ export class CachedReader implements Reader {
       this.stats.hits++;
     }
     const index = this.#index;
-    return { index, roles: index.rolesOf(roleIds), revision };
+    return { index, roles: rolesIn(roleSet, index), revision };
   }
 
   async profile(userId: string, consistency: Consistency): Promise<ProfileView> {
@@ -181,6 +196,18 @@ export class CachedReader implements Reader {
       this.stats.hits++;
     }
     return { profile, revision };
+  }
+
+  /** The shared object for this set of role ids. */
+  #roleSet(roleIds: readonly string[]): RoleSet {
+    const key = roleIds.length < 2 ? (roleIds[0] ?? "") : [...roleIds].sort().join(",");
+    let set = this.#roleSets.get(key);
+    if (set === undefined) {
+      if (this.#roleSets.size >= ROLE_SETS) this.#roleSets = new Map();
+      set = { ids: Object.freeze([...roleIds]), index: undefined, roles: [] };
+      this.#roleSets.set(key, set);
+    }
+    return set;
   }
 
   /** Whether memory may answer a read of this consistency right now, without waiting. */
@@ -320,6 +347,15 @@ export class CachedReader implements Reader {
     this.#live = live;
     for (const listener of this.#listeners) listener(live);
   }
+}
+
+/** The set's roles known to `index`, sorted by name (resolved once per map; callers only read them). */
+function rolesIn(set: RoleSet, index: RoleIndex): IndexedRole[] {
+  if (set.index !== index) {
+    set.roles = index.rolesOf(set.ids);
+    set.index = index;
+  }
+  return set.roles;
 }
 
 /** What a cache fill must reflect: at least what the caches already claim. */
