@@ -370,17 +370,14 @@ class SqlStore implements Store {
    */
   private async write<T extends object>(
     operation: string,
-    fn: (tx: WriteContext) => Promise<T>,
+    fn: (tx: WriteContext) => Promise<T & { revision?: Revision }>,
   ): Promise<T & { revision: Revision }> {
     const result = await withRetries(operation, this.logger, () =>
       this.orm.em().transactional(async (em) => {
         const tx = new WriteContext(em, this.dialect);
         const outcome = await fn(tx);
         // Role writes fetch the revision with their last read (rolesAndRevision); the others here.
-        return {
-          ...outcome,
-          revision: (outcome as { revision?: Revision }).revision ?? (await tx.assignRevisions()),
-        };
+        return { ...outcome, revision: outcome.revision ?? (await tx.assignRevisions()) };
       }),
     );
     for (const feed of this.pollingFeeds) void feed.poke();
