@@ -3,14 +3,19 @@
 // written with an audit row per change (the nil UUID as actor) and a change-log entry per change; a re-run
 // changes and audits nothing.
 
+import { execFile } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ADMIN_ROLE_ID } from "../../src/authz/flip.ts";
 import { openStore, storeSql } from "../../src/store/index.ts";
-import { runCli } from "../helpers/cli.ts";
+import { BIN, runCli } from "../helpers/cli.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
+import { requireTool } from "../helpers/tools.ts";
+
+const script = requireTool("script");
 
 const NIL = "00000000-0000-0000-0000-000000000000";
 const VIEWER_ID = "cdee79c9-a5e1-4b9e-a315-1ec2f3d29efe";
@@ -164,6 +169,30 @@ function importSuite(kind: string, database: () => string, skip: boolean) {
 }
 
 importSuite("SQLite", () => `sqlite:${join(dir, "authz.db")}`, false);
+
+describe.skipIf(!script.available)("flip-authz import on a terminal", () => {
+  it("draws a progress bar that ends at 100%, then the summary line", async () => {
+    const lines = Array.from(
+      { length: 2500 },
+      (_, i) => `3f2504e0-4f89-41d3-9a0c-${i.toString(16).padStart(12, "0")},Viewer`,
+    );
+    const csv = file("tty.csv", `user_id,role\n${lines.join("\n")}\n`);
+    // script(1) runs the command on a pseudo-terminal (stdout and stderr both) and copies what it writes.
+    const { stdout } = await promisify(execFile)(
+      script.path as string,
+      ["-qfec", `${process.execPath} ${BIN} import --file ${csv}`, "/dev/null"],
+      {
+        env: {
+          PATH: process.env.PATH ?? "",
+          DATABASE_URL: `sqlite:${join(dir, "tty.db")}`,
+          AUTHZ_MIGRATE_ON_START: "true",
+        },
+      },
+    );
+    expect(stdout).toMatch(/\r\[#{30}\] 100% 2,500\/2,500 lines, \d+\/s \r?\n/);
+    expect(stdout).toMatch(/imported 2,500 lines from .*: 2,500 roles assigned, 0 profiles written/);
+  }, 60_000);
+});
 
 let db: TestDatabase | undefined;
 beforeAll(async () => {
