@@ -177,8 +177,10 @@ async function onDatabase(context: BenchContext, kind: "PostgreSQL" | "SQLite"):
       note: `after a full GC; up to ${peakHeap.toFixed(0)} MB on /metrics while filling (garbage not yet collected)`,
     });
 
-    // The hot check at 1M rows (cache full) beside the same service at 1k rows, loaded at once.
-    const reference = await startService({ env: env(small) });
+    // The hot check at 1M rows (cache full) beside the same service at 1k rows, loaded at once. The
+    // reference is started and inspected the same way (--inspect, a full GC through the inspector): an
+    // inspected server alone ran ~0.92x of an uninspected one with both caches alike.
+    const reference = await startService({ env: env(small), inspectPort: await freePort() });
     servers.push(reference);
     await checkOnce(reference.port, hot.bytes);
     await grpcLoad({
@@ -189,6 +191,7 @@ async function onDatabase(context: BenchContext, kind: "PostgreSQL" | "SQLite"):
       seconds: 0,
       once: true,
     });
+    const referenceHeap = await reference.heap();
     const versus = await pairedLoad([service, reference], hot.grpcFile, {
       rounds: PAIR_ROUNDS,
       seconds: 2,
@@ -203,7 +206,7 @@ async function onDatabase(context: BenchContext, kind: "PostgreSQL" | "SQLite"):
       ratio: versus.ratio,
       goal: "≥ 0.90×",
       pass: versus.ratio >= 0.9,
-      note: `both loaded at once on the server core, median of ${PAIR_ROUNDS} runs of 2 s; ratios ${versus.rounds
+      note: `both loaded at once on the server core, median of ${PAIR_ROUNDS} runs of 2 s (heap used ${heap.usedMb.toFixed(0)} vs ${referenceHeap.usedMb.toFixed(0)} MB); ratios ${versus.rounds
         .map((r) => (r.rates[0] / r.rates[1]).toFixed(2))
         .join(", ")}; per CPU-second ${versus.cpuRatio.toFixed(2)}×`,
     });
