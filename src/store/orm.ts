@@ -102,10 +102,10 @@ export async function createOrm(
   const em = orm.em.fork() as SqlEntityManager;
   if (!memory) {
     // WAL lets readers (other processes, the CLI) run beside the writer; busy_timeout waits for the lock
-    // instead of failing at once.
+    // instead of failing at once. Raw: MikroORM has no API for SQLite pragmas.
     await em.execute("pragma journal_mode = wal");
     await em.execute(`pragma busy_timeout = ${Math.max(0, Math.trunc(options.sqliteBusyTimeoutMs ?? 5000))}`);
   }
-  await em.execute("pragma foreign_keys = on");
+  await em.execute("pragma foreign_keys = on"); // Raw: a pragma, as above.
   return { orm, dialect: sqliteDialect, em: () => orm.em.fork() as SqlEntityManager };
 }

@@ -237,14 +237,9 @@ class WriteContext {
 
   /** A role by id, or NotFoundError. */
   async role(roleId: string): Promise<RoleName> {
-    const rows = await this.em
-      .createQueryBuilder(Role, "r")
-      .select(["r.id", "r.name"])
-      .where({ id: roleId })
-      .execute("all", true);
-    const row = rows[0];
-    if (!row) throw new NotFoundError(`role ${roleId} not found`);
-    return { id: str(row.id), name: str(row.name) };
+    const role = await this.em.findOne(Role, { id: roleId }, { fields: ["id", "name"] });
+    if (!role) throw new NotFoundError(`role ${roleId} not found`);
+    return { id: str(role.id), name: str(role.name) };
   }
 
   /**
@@ -252,13 +247,12 @@ class WriteContext {
    * revokes queue up. SQLite has no row locks: its one writer at a time is the lock.
    */
   async lockAdmins(): Promise<Set<string>> {
-    const qb = this.em
-      .createQueryBuilder(UserRole, "ur")
-      .select("ur.userId")
-      .where({ roleId: ADMIN_ROLE_ID });
-    if (this.dialect.kind === "postgres") qb.setLockMode(LockMode.PESSIMISTIC_WRITE);
-    const rows = await qb.execute("all", true);
-    return new Set(rows.map((row) => str(row.userId)));
+    const holders = await this.em.find(
+      UserRole,
+      { roleId: ADMIN_ROLE_ID },
+      this.dialect.kind === "postgres" ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {},
+    );
+    return new Set(holders.map((holder) => str(holder.userId)));
   }
 
   userRoles(userId: string): Promise<RoleName[]> {
@@ -558,12 +552,8 @@ class SqlStore implements Store {
     return this.write("setUserRoles", async (tx) => {
       await tx.lockUser(user);
       if (wanted.length > 0) {
-        const found = await tx.em
-          .createQueryBuilder(Role, "r")
-          .select("r.id")
-          .where({ id: { $in: wanted } })
-          .execute("all", true);
-        const known = new Set(found.map((row) => str(row.id)));
+        const found = await tx.em.find(Role, { id: { $in: wanted } }, { fields: ["id"] });
+        const known = new Set(found.map((role) => str(role.id)));
         const missing = wanted.find((id) => !known.has(id));
         if (missing) throw new NotFoundError(`role ${missing} not found`);
       }
@@ -886,7 +876,7 @@ class SqlStore implements Store {
     };
   }
 
-  /** See storeSql. */
+  /** See storeSql. Raw by design: arbitrary SQL from tests and diagnostics, not a store read or write. */
   rawSql(sql: string, params: unknown[]): Promise<Row[]> {
     return this.orm.em().execute<Row[]>(sql, params);
   }
