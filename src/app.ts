@@ -32,6 +32,7 @@ import { type RunningServers, startServers } from "./server/listen.ts";
 import { createRpcMetrics } from "./server/metrics.ts";
 import { createTransportSecurity } from "./server/security.ts";
 import { openStore } from "./store/index.ts";
+import { startTracing, type Tracing } from "./tracing/index.ts";
 import { openUpstream, type UpstreamSource } from "./upstream/index.ts";
 
 export interface App {
@@ -142,6 +143,7 @@ async function listen(
   guard: RouteGuard,
   reader: CachedReader,
   closeData: () => Promise<void>,
+  tracing: Tracing | undefined,
 ): Promise<{ servers: RunningServers; health: HealthState }> {
   const health = createHealthState([AuthzService.typeName]);
   const metrics = createRpcMetrics();
@@ -154,6 +156,7 @@ async function listen(
     metrics,
     accessLog: config.accessLog,
     guard,
+    ...(tracing && { tracer: tracing.calls }),
     grpc: {
       host: config.grpcListen.host,
       port: config.grpcListen.port,
@@ -202,9 +205,18 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
   const prepared = prepare(config, logger);
   const { authenticator } = prepared;
 
-  const store = await openStore(config.database, { migrate: config.migrateOnStart, logger });
+  const tracing = await startTracing(config.tracing, logger);
+  let store: Store;
+  try {
+    store = await openStore(config.database, { migrate: config.migrateOnStart, logger });
+  } catch (error) {
+    await tracing?.shutdown().catch(() => {});
+    throw error;
+  }
+  // What calls use: with tracing on, each store method a call reaches gets a span of its own.
+  const called = tracing ? tracing.traceStore(store, config.database) : store;
   const hub = new ChangeHub(store);
-  const reader = new CachedReader(store, createDirectReader(store), {
+  const reader = new CachedReader(called, createDirectReader(called), {
     userCacheSize: config.userCacheSize,
     onError: (error, context) => logger.warn({ err: error }, context),
   });
@@ -213,6 +225,7 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     await reader.close();
     await hub.close();
     await store.close();
+    await tracing?.shutdown();
   };
   try {
     await hub.start();
@@ -223,10 +236,10 @@ export async function startApp(config: Config, logger: Logger): Promise<App> {
     await closeData().catch(() => {});
     throw routesError(error);
   }
-  const authz = new Authz({ store, reader, hub, maxBatch: config.maxBatch });
+  const authz = new Authz({ store: called, reader, hub, maxBatch: config.maxBatch });
   const impl = createAuthzService(authz, createGuard(authenticator, authz));
   const guard = routeGuard(prepared, authz, logger);
-  const { servers, health } = await listen(config, logger, prepared, impl, guard, reader, closeData);
+  const { servers, health } = await listen(config, logger, prepared, impl, guard, reader, closeData, tracing);
   const feedLag = registerFeedLag(servers.metrics.registry, reader);
   const readRevision = () =>
     store.currentRevision().then(
@@ -320,6 +333,7 @@ export async function startFollower(config: Config, logger: Logger): Promise<Fol
   if (!upstreamConfig) throw new Error("startFollower needs AUTHZ_UPSTREAM");
   const prepared = prepare(config, logger);
   const { authenticator } = prepared;
+  const tracing = await startTracing(config.tracing, logger);
   const upstream = openUpstream(upstreamConfig, logger);
   const { source } = upstream;
   const hub = new ChangeHub(source);
@@ -335,11 +349,12 @@ export async function startFollower(config: Config, logger: Logger): Promise<Fol
     await syncing;
     await hub.close();
     upstream.close();
+    await tracing?.shutdown();
   };
   const authz = new AuthzQueries({ reader, maxBatch: config.maxBatch });
   const impl = createFollowerService(authz, createGuard(authenticator, authz), upstream.forwarded);
   const guard = routeGuard(prepared, authz, logger);
-  const { servers, health } = await listen(config, logger, prepared, impl, guard, reader, closeData);
+  const { servers, health } = await listen(config, logger, prepared, impl, guard, reader, closeData, tracing);
 
   let stopping = false;
   const updateHealth = () => {

@@ -86,7 +86,40 @@ export interface Config {
   logFormat: "auto" | "json" | "pretty";
   /** AUTHZ_ACCESS_LOG: one info line per call (method, code, duration, peer, request id). Default false. */
   accessLog: boolean;
+  /** OpenTelemetry tracing, from the standard OTEL_* variables; absent when no OTLP endpoint is set. */
+  tracing?: TracingConfig;
 }
+
+/** The OTEL_* variables tracing honours, read and checked here (src/tracing/ builds the SDK from them). */
+export interface TracingConfig {
+  /** Where spans go, as OTLP/HTTP protobuf: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, or ENDPOINT + /v1/traces. */
+  url: string;
+  /** OTEL_EXPORTER_OTLP_HEADERS, then OTEL_EXPORTER_OTLP_TRACES_HEADERS (which wins), decoded. */
+  headers: Record<string, string>;
+  /** OTEL_SERVICE_NAME, else service.name from OTEL_RESOURCE_ATTRIBUTES, else "flip-authz". */
+  serviceName: string;
+  /** OTEL_RESOURCE_ATTRIBUTES, decoded. */
+  resourceAttributes: Record<string, string>;
+  /** OTEL_TRACES_SAMPLER (default parentbased_always_on); `ratio` from OTEL_TRACES_SAMPLER_ARG (default 1). */
+  sampler: { kind: TraceSampler; ratio: number };
+  /** OTEL_BSP_*: the batch span processor's settings. */
+  batch: {
+    scheduledDelayMillis: number;
+    exportTimeoutMillis: number;
+    maxQueueSize: number;
+    maxExportBatchSize: number;
+  };
+}
+
+export const TRACE_SAMPLERS = [
+  "always_on",
+  "always_off",
+  "traceidratio",
+  "parentbased_always_on",
+  "parentbased_always_off",
+  "parentbased_traceidratio",
+] as const;
+export type TraceSampler = (typeof TRACE_SAMPLERS)[number];
 
 export type Env = Record<string, string | undefined>;
 
@@ -450,5 +483,123 @@ export function loadConfig(env: Env = process.env): Config {
   const routesFile = optional(env, "AUTHZ_ROUTES_FILE");
   if (routesFile !== undefined) config.routesFile = routesFile;
   if (upstream) config.upstream = upstream;
+  const tracing = loadTracing(env);
+  if (tracing) config.tracing = tracing;
   return config;
+}
+
+/**
+ * The OTEL_* variables, as the OpenTelemetry specification defines them, for the traces signal over
+ * OTLP/HTTP protobuf. Read only when an endpoint is set and OTEL_SDK_DISABLED / OTEL_TRACES_EXPORTER do
+ * not turn tracing off; then a bad value is a ConfigError naming the variable (the SDK would only warn
+ * and drop spans). Header values and URLs are never echoed: they may carry credentials.
+ */
+export function loadTracing(env: Env): TracingConfig | undefined {
+  const tracesEndpoint = optional(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+  const endpoint = optional(env, "OTEL_EXPORTER_OTLP_ENDPOINT");
+  if (tracesEndpoint === undefined && endpoint === undefined) return undefined;
+  if (boolean(env, "OTEL_SDK_DISABLED", false)) return undefined;
+  const exporter = optional(env, "OTEL_TRACES_EXPORTER")?.toLowerCase();
+  if (exporter === "none") return undefined;
+  if (exporter !== undefined && exporter !== "otlp") {
+    throw new ConfigError("OTEL_TRACES_EXPORTER", "must be otlp or none (spans go over OTLP/HTTP protobuf)");
+  }
+  for (const variable of ["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"]) {
+    const protocol = optional(env, variable);
+    if (protocol !== undefined && protocol !== "http/protobuf") {
+      throw new ConfigError(variable, "must be http/protobuf (the only OTLP protocol this build exports)");
+    }
+  }
+  const url =
+    tracesEndpoint !== undefined
+      ? otlpUrl(tracesEndpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+      : `${otlpUrl(endpoint ?? "", "OTEL_EXPORTER_OTLP_ENDPOINT").replace(/\/+$/, "")}/v1/traces`;
+  const headers = {
+    ...keyValueList(env, "OTEL_EXPORTER_OTLP_HEADERS", false),
+    ...keyValueList(env, "OTEL_EXPORTER_OTLP_TRACES_HEADERS", false),
+  };
+  const resourceAttributes = keyValueList(env, "OTEL_RESOURCE_ATTRIBUTES", true);
+  const serviceName =
+    optional(env, "OTEL_SERVICE_NAME") ?? resourceAttributes["service.name"] ?? "flip-authz";
+
+  const kind = (optional(env, "OTEL_TRACES_SAMPLER") ?? "parentbased_always_on").toLowerCase();
+  if (!(TRACE_SAMPLERS as readonly string[]).includes(kind)) {
+    throw new ConfigError("OTEL_TRACES_SAMPLER", `must be one of ${TRACE_SAMPLERS.join(", ")}`);
+  }
+  let ratio = 1;
+  const arg = optional(env, "OTEL_TRACES_SAMPLER_ARG");
+  // The argument means something only to the ratio samplers; the specification says to ignore it otherwise.
+  if (arg !== undefined && kind.endsWith("traceidratio")) {
+    ratio = Number(arg);
+    if (!/^[0-9.eE+-]+$/.test(arg) || !Number.isFinite(ratio) || ratio < 0 || ratio > 1) {
+      throw new ConfigError(
+        "OTEL_TRACES_SAMPLER_ARG",
+        "must be a number between 0 and 1 (the share of traces kept)",
+      );
+    }
+  }
+  const maxQueueSize = integer(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048, 1, 1_000_000);
+  const maxExportBatchSize = integer(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512, 1, 1_000_000);
+  if (maxExportBatchSize > maxQueueSize) {
+    throw new ConfigError(
+      "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+      "must not be larger than OTEL_BSP_MAX_QUEUE_SIZE",
+    );
+  }
+  return {
+    url,
+    headers,
+    serviceName,
+    resourceAttributes,
+    sampler: { kind: kind as TraceSampler, ratio },
+    batch: {
+      scheduledDelayMillis: integer(env, "OTEL_BSP_SCHEDULE_DELAY", 5000, 0, 3_600_000),
+      exportTimeoutMillis: integer(env, "OTEL_BSP_EXPORT_TIMEOUT", 30_000, 1, 3_600_000),
+      maxQueueSize,
+      maxExportBatchSize,
+    },
+  };
+}
+
+/** An OTLP endpoint: an http:// or https:// URL with a host (not echoed: it may hold credentials). */
+function otlpUrl(value: string, variable: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(variable, "is not a URL (http://collector:4318 or https://collector:4318)");
+  }
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || url.hostname === "") {
+    throw new ConfigError(variable, "must be an http:// or https:// URL with a host (OTLP/HTTP)");
+  }
+  return url.toString();
+}
+
+const HEADER_KEY = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/;
+
+/**
+ * A W3C-Baggage-style list: `key=value,key2=value2`, values percent-encoded (decoded here). Entries are named
+ * by position, never by value. `attributes`: keys are resource attribute names (any non-empty text).
+ */
+function keyValueList(env: Env, variable: string, attributes: boolean): Record<string, string> {
+  const raw = optional(env, variable);
+  const result: Record<string, string> = {};
+  if (raw === undefined) return result;
+  raw.split(",").forEach((entry, index) => {
+    if (entry.trim() === "") return;
+    const at = entry.indexOf("=");
+    const key = at < 0 ? "" : entry.slice(0, at).trim();
+    if (at < 0 || key === "" || (!attributes && !HEADER_KEY.test(key))) {
+      throw new ConfigError(
+        variable,
+        `entry #${index + 1} is not key=value${attributes ? "" : " (a header name)"}`,
+      );
+    }
+    try {
+      result[attributes ? decodeURIComponent(key) : key] = decodeURIComponent(entry.slice(at + 1).trim());
+    } catch {
+      throw new ConfigError(variable, `entry #${index + 1} has a malformed %-escape`);
+    }
+  });
+  return result;
 }

@@ -1,16 +1,18 @@
 // The process logger (pino), with the places a secret could hide redacted: JSON lines on stdout, or on a
 // terminal (AUTHZ_LOG_FORMAT=auto, the default) one readable line per entry. Every line written while a
-// call runs carries that call's request id (`requestId`), from requestScope, whichever module logs it.
+// call runs carries that call's request id (`requestId`), from requestScope, whichever module logs it, and
+// with tracing on the ids of its server span (`trace_id`, `span_id`, as OpenTelemetry's log model names them).
 
 import { AsyncLocalStorage } from "node:async_hooks";
 import { inspect } from "node:util";
 import pino from "pino";
 import type { Config } from "./config.ts";
+import type { CallSpan } from "./tracing/call-span.ts";
 
 export type Logger = pino.Logger;
 
 /** The request id of the call being served (made on first use); the listeners run each call inside it. */
-export const requestScope = new AsyncLocalStorage<{ readonly id: string }>();
+export const requestScope = new AsyncLocalStorage<{ readonly id: string; span?: CallSpan | undefined }>();
 
 export interface LoggerOptions {
   /** "json" (default), "pretty", or "auto": pretty when stdout is a terminal. */
@@ -48,7 +50,11 @@ export function createLogger(
       // Called only for lines that are written: a call costs nothing here unless it logs.
       mixin() {
         const call = requestScope.getStore();
-        return call === undefined ? NO_FIELDS : { requestId: call.id };
+        if (call === undefined) return NO_FIELDS;
+        const span = call.span;
+        return span === undefined
+          ? { requestId: call.id }
+          : { requestId: call.id, trace_id: span.traceId, span_id: span.spanId };
       },
     },
     pretty ? prettyDestination(destination ?? process.stdout, Boolean(process.stdout.isTTY)) : destination,

@@ -18,6 +18,7 @@ import {
 import { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.ts";
 import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
 import { requestScope } from "../logger.ts";
+import type { CallTracer } from "../tracing/call-span.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
 import { type CallHooks, reportCall, reportStart, type ServerLogger } from "./outcome.ts";
 import { CallId, REQUEST_ID_HEADER, sentRequestId } from "./request-id.ts";
@@ -29,6 +30,8 @@ export interface ExtAuthzOptions {
   calls?: CallHooks;
   /** Logs a failing hook. */
   logger?: ServerLogger;
+  /** With tracing on: a server span per Check (ended by the `calls` hooks, see withCallSpans). */
+  tracer?: CallTracer;
 }
 
 const CHECK = Authorization.method.check;
@@ -153,7 +156,7 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
       responseDeserialize: passThrough,
     },
   };
-  const { calls, logger = console } = options;
+  const { calls, logger = console, tracer } = options;
   // The RPC always answers OK (the decision is inside); a malformed request was not received as a message.
   const answer = (
     call: grpc.ServerUnaryCall<Buffer, Buffer>,
@@ -191,6 +194,7 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
       return answer(call, callback, MALFORMED, started, 0, new CallId(own));
     }
     const requestId = new CallId(own ?? sentRequestId(parsed.attributes?.request?.http?.id));
+    if (tracer !== undefined) requestId.span = tracer.startRpc("grpc", METHOD_NAME, call.metadata);
     const request = guardRequestOf(parsed);
     if (request === undefined) return answer(call, callback, NOT_HTTP, started, 1, requestId);
     // Whatever the guard logs (a failed lookup) carries the request id (src/logger.ts).

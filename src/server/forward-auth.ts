@@ -6,6 +6,8 @@
 
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
+import { requestScope } from "../logger.ts";
+import type { CallTracer } from "../tracing/call-span.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
 
 const FORWARD_AUTH_PATH = "/forward-auth";
@@ -62,7 +64,8 @@ function forwarded(sent: Sent): GuardRequest | Decision {
   return { method, path: uri, authorization: authorizationOf(sent) };
 }
 
-function answer(response: ServerResponse, decision: Decision, envoy: boolean): void {
+/** Answers with the decision; returns the HTTP status sent. */
+function answer(response: ServerResponse, decision: Decision, envoy: boolean): number {
   const headers: OutgoingHttpHeaders = { "cache-control": "no-store" };
   if (decision.kind === "allow") {
     // Empty on a public route, so a proxy that copies it replaces a client-sent value with nothing.
@@ -70,7 +73,7 @@ function answer(response: ServerResponse, decision: Decision, envoy: boolean): v
     if (envoy && decision.userId === "") headers["x-envoy-auth-headers-to-remove"] = USER_HEADER;
     response.writeHead(200, headers);
     response.end();
-    return;
+    return 200;
   }
   const body = denialBody(decision, 503);
   headers["content-type"] = "application/json";
@@ -79,14 +82,26 @@ function answer(response: ServerResponse, decision: Decision, envoy: boolean): v
   const status = decision.kind === "unauthenticated" ? 401 : decision.kind === "deny" ? 403 : 503;
   response.writeHead(status, headers);
   response.end(body);
+  return status;
 }
 
 export function createForwardAuthHandler(
   guard: RouteGuard,
   onDecision: (decision: Decision) => void,
+  tracer?: CallTracer,
 ): ForwardAuthHandler {
   return (request, response, path) => {
     const envoy = path !== FORWARD_AUTH_PATH;
+    // With tracing on, a server span for the request, in the request's scope so the guard's lookups join it.
+    const span = tracer?.startHttp(
+      envoy ? `${EXT_AUTHZ_PREFIX}/*` : FORWARD_AUTH_PATH,
+      request.method ?? "",
+      {
+        get: (name) => request.headers[name],
+      },
+    );
+    const scope = span && requestScope.getStore();
+    if (scope) scope.span = span;
     const sent = sentHeaders(request);
     // A body (Envoy and nginx send none) is never read: node discards it once the answer is sent.
     const original: GuardRequest | Decision = envoy
@@ -98,7 +113,8 @@ export function createForwardAuthHandler(
       : forwarded(sent);
     const respond = (decision: Decision) => {
       onDecision(decision);
-      if (!response.headersSent && !response.destroyed) answer(response, decision, envoy);
+      const status = !response.headersSent && !response.destroyed ? answer(response, decision, envoy) : 0;
+      span?.end(status);
     };
     if ("kind" in original) respond(original);
     else void guard(original).then(respond);

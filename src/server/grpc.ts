@@ -27,6 +27,7 @@ import {
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { requestScope } from "../logger.ts";
+import type { CallTracer } from "../tracing/call-span.ts";
 import { GrpcCallContext } from "./grpc-context.ts";
 import {
   type CallHooks,
@@ -107,6 +108,8 @@ export interface GrpcServiceOptions {
    * call.getAuthContext(); the counterpart of connect-node's `contextValues` option.
    */
   contextValues?: (call: GrpcServerCall) => ContextValues;
+  /** With tracing on: a server span per call (ended by the `calls` hooks, see withCallSpans). */
+  tracer?: CallTracer;
 }
 
 /** The grpc-js call object a contextValues hook receives. */
@@ -177,6 +180,7 @@ function unaryHandler(
   const name = `${method.parent.typeName}/${method.name}`;
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
+  const tracer = options.tracer;
   const serve = (
     call: grpc.ServerUnaryCall<Buffer, Buffer>,
     callback: grpc.sendUnaryData<Buffer>,
@@ -221,6 +225,7 @@ function unaryHandler(
     const started = performance.now();
     reportStart(options.calls, options.logger, "grpc", name, "unary");
     const requestId = new CallId(sentRequestId(onlyValue(call.metadata.get(REQUEST_ID_HEADER))));
+    if (tracer !== undefined) requestId.span = tracer.startRpc("grpc", name, call.metadata);
     // Every log line written while the call runs carries its request id (src/logger.ts).
     requestScope.run(requestId, serve, call, callback, started, requestId);
   };
@@ -301,6 +306,7 @@ function streamingHandler(
   const name = `${method.parent.typeName}/${method.name}`;
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
+  const tracer = options.tracer;
   const type = grpcTypeOf(method);
   const serve = (call: Writable, started: number, requestId: CallId) => {
     // Streams are not the hot path: their id always goes back.
@@ -361,6 +367,7 @@ function streamingHandler(
     const started = performance.now();
     reportStart(options.calls, options.logger, "grpc", name, type);
     const requestId = new CallId(sentRequestId(onlyValue(call.metadata.get(REQUEST_ID_HEADER))));
+    if (tracer !== undefined) requestId.span = tracer.startRpc("grpc", name, call.metadata);
     requestScope.run(requestId, serve, call, started, requestId);
   };
 }

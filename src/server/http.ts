@@ -13,6 +13,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
 import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
 import { requestScope } from "../logger.ts";
+import type { CallTracer } from "../tracing/call-span.ts";
 import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
 import { createConnectAdapter } from "./connect-adapter.ts";
 import type { ConsoleSite } from "./console.ts";
@@ -64,6 +65,8 @@ export interface HttpServiceOptions<S extends DescService> {
   forwardAuth?: ForwardAuthHandler;
   /** The web console, served at /console/ (console.ts); without it, those paths are not found. */
   console?: ConsoleSite;
+  /** With tracing on: a server span per RPC (ended by the `calls` hooks, see withCallSpans). */
+  tracer?: CallTracer;
 }
 
 /** Probe paths answer whatever the Host: they reveal nothing and change nothing (kubelet sends the pod IP). */
@@ -103,7 +106,7 @@ export function createHttpHandler<S extends DescService>(
       router.service(options.service, options.impl);
     },
     interceptors: [
-      outcomeInterceptor(options.logger, calls, options.streamShutdownSignal),
+      outcomeInterceptor(options.logger, calls, options.streamShutdownSignal, options.tracer),
       ...(policy && options.changesState ? [originInterceptor(policy, options.changesState)] : []),
       ...(options.interceptors ?? []),
     ],
@@ -295,6 +298,7 @@ function outcomeInterceptor(
   logger: ServerLogger,
   calls: CallHooks,
   streamShutdown?: AbortSignal,
+  tracer?: CallTracer,
 ): Interceptor {
   return (next) => async (original) => {
     const request =
@@ -307,6 +311,7 @@ function outcomeInterceptor(
     const type = grpcTypeOf(request.method);
     const peer = request.contextValues.get(PEER);
     const requestId = requestScope.getStore() ?? new CallId(undefined);
+    if (tracer !== undefined) requestId.span = tracer.startRpc(transport, method, request.header);
     reportStart(calls, logger, transport, method, type);
     // Connect and gRPC-Web over HTTP/1.1 carry one request message (no client or bidi streams here).
     const record = (code: number, sent: number) =>

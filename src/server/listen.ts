@@ -11,6 +11,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { Authorization } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import { Health } from "../../gen/grpc/health/v1/health_pb.ts";
 import type { RouteGuard } from "../guard/decide.ts";
+import { type CallTracer, withCallSpans } from "../tracing/call-span.ts";
 import { withAccessLog } from "./access-log.ts";
 import type { BrowserPolicy } from "./browser-policy.ts";
 import type { ConsoleSite } from "./console.ts";
@@ -46,6 +47,8 @@ export interface ServersOptions<S extends DescService> {
    * /ext-authz/… on the HTTP listener, without credentials of their own (SIDECARS.md §3, §4).
    */
   guard?: RouteGuard;
+  /** With tracing on: server spans for the service's RPCs, Envoy's Check and forward auth on both listeners. */
+  tracer?: CallTracer;
   grpc: {
     host: string;
     /** 0 picks a free port; the bound one is in RunningServers.grpcPort. */
@@ -103,15 +106,18 @@ export async function startServers<S extends DescService>(
     maxReceiveMessageBytes: options.grpc.maxReceiveMessageBytes,
     channelOptions: options.grpc.channelOptions,
   });
-  const calls = options.accessLog ? withAccessLog(metrics, logger) : metrics;
+  const logged = options.accessLog ? withAccessLog(metrics, logger) : metrics;
+  const { tracer } = options;
+  const calls = tracer ? withCallSpans(logged) : logged;
   const common = { logger, calls, shutdownSignal: streams.signal };
   addGrpcService(grpcServer, options.service, options.impl, {
     ...common,
     interceptors: options.interceptors,
+    tracer,
   });
   addHealthService(grpcServer, health, common);
   const guard = options.guard;
-  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision, calls, logger });
+  if (guard) addExtAuthzService(grpcServer, guard, { onDecision: metrics.decision, calls, logger, tracer });
   addReflectionService(
     grpcServer,
     [options.service, Health, ...(guard ? [Authorization] : []), ...REFLECTION_SERVICES],
@@ -131,8 +137,9 @@ export async function startServers<S extends DescService>(
     tls: options.http.tls,
     browserPolicy: options.http.browserPolicy,
     changesState: options.http.changesState,
-    ...(guard && { forwardAuth: createForwardAuthHandler(guard, metrics.decision) }),
+    ...(guard && { forwardAuth: createForwardAuthHandler(guard, metrics.decision, tracer) }),
     console: options.http.console,
+    tracer,
     shutdownSignal: force.signal,
     streamShutdownSignal: streams.signal,
   });

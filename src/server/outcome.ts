@@ -3,6 +3,7 @@
 
 import type { DescMethod } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
+import type { CallSpan } from "../tracing/call-span.ts";
 
 /** The part of a pino logger the transports use; a pino Logger satisfies it. */
 export interface ServerLogger {
@@ -41,8 +42,8 @@ export interface CallRecord {
   sent: number;
   /** The caller, read only by an access log. */
   peer: Peer;
-  /** x-request-id: the caller's, or made for the call when read. */
-  requestId: { readonly id: string };
+  /** x-request-id: the caller's, or made for the call when read; with the call's span when tracing. */
+  requestId: { readonly id: string; readonly span?: CallSpan | undefined };
 }
 
 /** Who called ("address:port"); asked only when a log line needs it. grpc-js calls are Peers. */

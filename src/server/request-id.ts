@@ -4,6 +4,7 @@
 // call runs carries it (src/logger.ts reads the call's CallId from requestScope).
 
 import { randomUUID } from "node:crypto";
+import type { CallSpan } from "../tracing/call-span.ts";
 
 export const REQUEST_ID_HEADER = "x-request-id";
 
@@ -17,6 +18,8 @@ export function sentRequestId(sent: unknown): string | undefined {
 /** One call's request id: the caller's, or a UUID made the first time it is asked for. */
 export class CallId {
   #id: string | undefined;
+  /** The call's server span when tracing is on (src/tracing/); its log lines carry its ids. */
+  span: CallSpan | undefined = undefined;
 
   constructor(sent: string | undefined) {
     this.#id = sent;
