@@ -5,13 +5,14 @@
 // the variable; without an endpoint no @opentelemetry module is loaded at all.
 
 import { randomBytes, randomUUID } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { CheckRequestSchema, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import {
   AuthzService,
   CheckPermissionRequestSchema,
@@ -24,6 +25,7 @@ import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./otlp-
 
 const TOKEN = "tracing-test-token-000001";
 const CHECK = `/${AuthzService.typeName}/${AuthzService.method.checkPermission.name}`;
+const ENVOY_CHECK = "/envoy.service.auth.v3.Authorization/Check";
 const SERVER = 2;
 const CLIENT = 3;
 const ERROR = 2;
@@ -33,6 +35,27 @@ function callerContext() {
   const traceId = randomBytes(16).toString("hex");
   const spanId = randomBytes(8).toString("hex");
   return { traceId, spanId, traceparent: `00-${traceId}-${spanId}-01` };
+}
+
+/** A unary gRPC call of raw bytes with this metadata; the status code and the answer's bytes. */
+function unary(
+  client: grpc.Client,
+  path: string,
+  request: Uint8Array,
+  metadata: Record<string, string>,
+): Promise<{ code: number; answer?: Buffer }> {
+  const sent = new grpc.Metadata();
+  for (const [key, value] of Object.entries(metadata)) sent.set(key, value);
+  return new Promise((resolve) => {
+    client.makeUnaryRequest(
+      path,
+      (value: Buffer) => value,
+      (bytes: Buffer) => bytes,
+      Buffer.from(request),
+      sent,
+      (error, answer) => resolve(error ? { code: error.code } : { code: 0, answer: answer as Buffer }),
+    );
+  });
 }
 
 /** CheckPermission over gRPC with this metadata; the status code and the answer. */
@@ -89,6 +112,8 @@ describe.each(databases)(
     const grpcCaller = callerContext();
     const connectCaller = callerContext();
     const deniedCaller = callerContext();
+    const envoyCaller = callerContext();
+    const forwardCaller = callerContext();
     const userId = randomUUID();
     let spans: ReceivedSpan[];
     let logs: Record<string, unknown>[];
@@ -97,6 +122,8 @@ describe.each(databases)(
       if (skip) return;
       dir = mkdtempSync(join(tmpdir(), "authz-tracing-"));
       receiver = await startOtlpReceiver();
+      const routes = join(dir, "routes.yaml");
+      writeFileSync(routes, "routes:\n  - path: /api/health\n    public: true\n");
       let url = `sqlite:${join(dir, "authz.db")}`;
       if (system === "postgresql") {
         database = await createTestDatabase();
@@ -111,6 +138,7 @@ describe.each(databases)(
           OTEL_EXPORTER_OTLP_HEADERS: "x-tenant=flip%20test",
           OTEL_SERVICE_NAME: "authz-under-test",
           OTEL_RESOURCE_ATTRIBUTES: "deployment.environment.name=test,service.name=overridden",
+          AUTHZ_ROUTES_FILE: routes,
         },
         { name: `tracing-${name}` },
       );
@@ -141,6 +169,29 @@ describe.each(databases)(
       expect(await check(client, userId, { traceparent: deniedCaller.traceparent })).toEqual({
         code: grpc.status.UNAUTHENTICATED,
       });
+      // The route guard: Envoy's Check (gRPC) and forward auth (HTTP).
+      const envoy = await unary(
+        client,
+        ENVOY_CHECK,
+        toBinary(
+          CheckRequestSchema,
+          create(CheckRequestSchema, {
+            attributes: { request: { http: { method: "GET", path: "/api/health", headers: {} } } },
+          }),
+        ),
+        { traceparent: envoyCaller.traceparent },
+      );
+      expect(envoy.code).toBe(0);
+      expect(fromBinary(CheckResponseSchema, envoy.answer as Buffer).status?.code ?? 0).toBe(0);
+      const forwarded = await fetch(`${serve.httpBase}/forward-auth`, {
+        headers: {
+          "x-forwarded-method": "GET",
+          "x-forwarded-uri": "/api/health",
+          traceparent: forwardCaller.traceparent,
+        },
+      });
+      expect(forwarded.status).toBe(200);
+      await forwarded.arrayBuffer();
       client.close();
       // SIGTERM: the drain ends with the spans still queued sent to the receiver.
       expect(await serve.stop()).toBe(0);
@@ -258,6 +309,27 @@ describe.each(databases)(
       expect(spans.filter((s) => s.traceId === deniedCaller.traceId && s.kind === CLIENT)).toEqual([]);
     });
 
+    it.skipIf(skip)(
+      "the route guard: Envoy's Check and /forward-auth continue the caller's trace too",
+      () => {
+        expect(serverSpanOf(envoyCaller.traceId)).toMatchObject({
+          parentSpanId: envoyCaller.spanId,
+          name: "envoy.service.auth.v3.Authorization/Check",
+          attributes: { "rpc.system": "grpc", "rpc.method": "Check", "rpc.grpc.status_code": 0 },
+        });
+        expect(serverSpanOf(forwardCaller.traceId)).toMatchObject({
+          parentSpanId: forwardCaller.spanId,
+          name: "GET /forward-auth",
+          attributes: {
+            "http.request.method": "GET",
+            "http.route": "/forward-auth",
+            "http.response.status_code": 200,
+          },
+          status: { code: 0 },
+        });
+      },
+    );
+
     it.skipIf(skip)("the log lines of a call carry its trace_id and span_id", () => {
       for (const caller of [grpcCaller, connectCaller, deniedCaller]) {
         const server = serverSpanOf(caller.traceId);
@@ -270,7 +342,11 @@ describe.each(databases)(
     it.skipIf(skip)(
       "no store span outside a call: start-up, health pings and the change feed make no traces",
       () => {
-        const callTraces = new Set([grpcCaller.traceId, connectCaller.traceId, deniedCaller.traceId]);
+        const callTraces = new Set(
+          [grpcCaller, connectCaller, deniedCaller, envoyCaller, forwardCaller].map(
+            (caller) => caller.traceId,
+          ),
+        );
         expect(spans.filter((span) => !callTraces.has(span.traceId))).toEqual([]);
       },
     );
