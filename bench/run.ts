@@ -7,6 +7,7 @@
 //   npm run bench                     everything (writes bench/RESULTS.md)
 //   npm run bench -- hot latency      only these scenarios (writes bench/results/latest.md)
 //   npm run bench -- --list           the scenarios' names
+//   npm run bench -- soak             a scenario that runs only when named (10 minutes; bench/README.md)
 
 import { execFileSync } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -27,23 +28,32 @@ import { guard } from "./scenarios/guard.ts";
 import { hotPath } from "./scenarios/hot-path.ts";
 import { millionUsers } from "./scenarios/million-users.ts";
 import { propagation } from "./scenarios/propagation.ts";
+import { soak } from "./scenarios/soak.ts";
 import { writes } from "./scenarios/writes.ts";
 
 /** In the order they run. Add a scenario here (bench/report.ts has the shape). */
 const SCENARIOS: Scenario[] = [hotPath, connectJson, millionUsers, propagation, guard, follower, writes];
+/** Run only when named (too long for the default run). */
+const ON_DEMAND: Scenario[] = [soak];
 
 const ADMIN_URL = process.env.TEST_POSTGRES_URL ?? "postgres://postgres@127.0.0.1:5432/postgres";
 const args = process.argv.slice(2);
 if (args.includes("--list")) {
   for (const scenario of SCENARIOS) process.stdout.write(`${scenario.name.padEnd(16)} ${scenario.title}\n`);
+  for (const scenario of ON_DEMAND) {
+    process.stdout.write(`${scenario.name.padEnd(16)} ${scenario.title} (only when named)\n`);
+  }
   process.exit(0);
 }
-const unknown = args.filter((name) => !SCENARIOS.some((scenario) => scenario.name === name));
+const unknown = args.filter(
+  (name) => ![...SCENARIOS, ...ON_DEMAND].some((scenario) => scenario.name === name),
+);
 if (unknown.length > 0) {
   process.stderr.write(`unknown scenario ${unknown.join(", ")}; npm run bench -- --list\n`);
   process.exit(2);
 }
-const selected = args.length === 0 ? SCENARIOS : SCENARIOS.filter((s) => args.includes(s.name));
+const selected =
+  args.length === 0 ? SCENARIOS : [...SCENARIOS, ...ON_DEMAND].filter((s) => args.includes(s.name));
 
 const load = () =>
   loadavg()
