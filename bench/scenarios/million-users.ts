@@ -226,7 +226,8 @@ async function coldPath(
   database: BenchDatabase,
   servers: BenchServer[],
 ): Promise<Row> {
-  // The statement SqlStore.userRoles sends (MikroORM inlines the parameter: the simple query protocol).
+  // The lookup SqlStore.userRoles makes, for one user (the service sends it for a batch of users at once,
+  // their ids as one bound array parameter).
   const script = join(tmpDirectory(), "cold.sql");
   writeFileSync(
     script,

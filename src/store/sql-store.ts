@@ -1,11 +1,12 @@
 // The Store (src/authz/store.ts) over MikroORM on PostgreSQL or SQLite, through the entities of
 // entities.ts: em.find/findOne, em.insert/nativeUpdate/nativeDelete and the QueryBuilder typed by the entity
-// definitions, a fresh EntityManager fork per operation, every write in one em.transactional with its
+// definitions (em.getKysely(), typed from the entities' tables, for the batched userRoles lookup of the cold
+// path), a fresh EntityManager fork per operation, every write in one em.transactional with its
 // users_audit row. Raw SQL is left only where MikroORM has no API for the thing (advisory locks, the ping),
 // each place saying so.
 
 import { LockMode, raw, sql } from "@mikro-orm/core";
-import type { SqlEntityManager } from "@mikro-orm/sql";
+import type { InferKyselyDB, SqlEntityManager } from "@mikro-orm/sql";
 import { FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
 import { isUuid } from "../authz/ids.ts";
@@ -303,6 +304,9 @@ function matchName<T extends { name: string }>(rows: T[], ref: string): T[] {
   return rows.filter((row) => row.name.toLowerCase() === folded);
 }
 
+/** The tables the userRoles lookup reads, as em.getKysely() sees them (typed from the entity definitions). */
+type UserRolesDb = InferKyselyDB<typeof UserRole | typeof RevisionCounter>;
+
 /** userRoles statements running at once; more lookups wait and then share one (see SqlStore.userRoles). */
 const USER_ROLES_READS = 4;
 /** Users one userRoles statement asks about at most. */
@@ -495,21 +499,34 @@ class SqlStore implements Store {
     }
   }
 
-  /** The roles of these users (lower case) and the revision they reflect, in one statement. */
+  /**
+   * The roles of these users (lower case) and the revision they reflect, in one statement. Through
+   * em.getKysely() (MikroORM's query builder that binds its values as parameters, typed from the entities'
+   * tables) rather than createQueryBuilder: the cold path sends one of these per batch of up to
+   * USER_ROLES_BATCH users, and building it with createQueryBuilder (criteria walked per value, every UUID
+   * quoted into the text) cost 0.4 ms for 16 users and 1.3-1.8 ms for 500, against 0.13 ms with bound values.
+   */
   private readUserRoles(users: string[]): Promise<{ revision: Revision; roles: Map<string, string[]> }> {
+    const postgres = this.dialect.kind === "postgres";
     return this.read("userRoles", async (em) => {
       // One statement, so the revision and the rows come from one snapshot: the counter row left-joined
-      // with the users' user_role rows (a subquery, as the entities are not related).
-      const held = em
-        .createQueryBuilder(UserRole, "u")
-        .select(["u.userId", "u.roleId"])
-        .where({ userId: users.length === 1 ? users[0] : { $in: users } });
+      // with the users' user_role rows (a subquery, as the entities are not related). PostgreSQL gets the
+      // ids as one array parameter, SQLite as a list.
       const rows: Row[] = await em
-        .createQueryBuilder(RevisionCounter, "c")
-        .leftJoin(held, "ur", { "c.id": 1 })
-        .select(["c.revision", sql.ref("ur.user_id"), sql.ref("ur.role_id")])
-        .where({ id: 1 })
-        .execute("all", false);
+        .getKysely<UserRolesDb>()
+        .selectFrom("authz_revision as c")
+        .leftJoin(
+          (eb) =>
+            eb
+              .selectFrom("user_role as u")
+              .select(["u.user_id", "u.role_id"])
+              .where("u.user_id", postgres ? "=" : "in", postgres ? eb.fn.any(eb.val(users)) : users)
+              .as("ur"),
+          (join) => join.onTrue(),
+        )
+        .select(["c.revision", "ur.user_id", "ur.role_id"])
+        .where("c.id", "=", 1)
+        .execute();
       const roles = new Map<string, string[]>();
       for (const row of rows) {
         if (row.role_id == null) continue;
