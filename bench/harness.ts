@@ -245,7 +245,8 @@ export interface LoadOptions {
   headers?: string[];
   /** Seconds of measurement (after `warmUp` seconds not counted). */
   seconds: number;
-  warmUp?: number;
+  /** Seconds, or h2load's duration with a unit ("500ms"). */
+  warmUp?: number | string;
   clients?: number;
   streams?: number;
   /** Offered load in requests per second, all clients together (h2load's --rps is per client). */
@@ -446,7 +447,7 @@ export async function pairedLoad(
         }),
       ),
     );
-  await run(2); // warm-up (JIT), not counted
+  await run(1); // warm-up (JIT), not counted
   const rounds: PairedRound[] = [];
   for (let round = 0; round < options.rounds; round++) {
     const before = servers.map((server) => cpuSeconds(server.pid));

@@ -13,7 +13,7 @@ export const follower: Scenario = {
       return [{ name: "follower", figure: Number.NaN, unit: "", note: "skipped: no PostgreSQL" }];
     }
     // Sizes that fit the whole report in its six minutes, unless set (bench/follower.ts reads them).
-    process.env.BENCH_REQUESTS ??= "20000";
+    process.env.BENCH_REQUESTS ??= "10000";
     process.env.BENCH_CHANGES ??= "500";
     const database = await context.postgres.createDatabase("follower");
     const lines: string[] = [];

@@ -47,8 +47,8 @@ const SMALL = 1_000;
 const IN_FLIGHT = 64;
 const COLD_SECONDS = Number(process.env.BENCH_SECONDS ?? 3) + 3;
 const CHECKS_PATH = "/flip.authz.v1.AuthzService/CheckPermissions";
-const STEADY_SECONDS = 12;
-const PAIR_ROUNDS = 5;
+const STEADY_SECONDS = 10;
+const PAIR_ROUNDS = 3;
 
 export const millionUsers: Scenario = {
   name: "million",

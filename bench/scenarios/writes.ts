@@ -26,7 +26,7 @@ import {
 import type { BenchContext, Row, Scenario } from "../report.ts";
 
 const IN_FLIGHT = 32;
-const CALLS = Number(process.env.BENCH_WRITES ?? 4000);
+const CALLS = Number(process.env.BENCH_WRITES ?? 2500);
 const PGBENCH_SECONDS = Number(process.env.BENCH_SECONDS ?? 3) + 2;
 const SERVICE = "/flip.authz.v1.AuthzService";
 const ASSIGN_GOAL = 0.75;
