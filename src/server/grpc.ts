@@ -292,11 +292,21 @@ function isPromise(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === "function";
 }
 
-/** The handler's answer as bytes for grpc-js (a view on protobuf-es's buffer, not a copy). */
+/**
+ * The handler's answer as bytes for grpc-js. A small answer is copied into Node's buffer pool: V8 keeps a
+ * typed array of up to 64 bytes inside its own object, and reading its `.buffer` (to wrap it without a
+ * copy) moves it out into a new ArrayBuffer, which cost a cached check's answer ~1 µs more than the copy.
+ * A larger one is already a plain ArrayBuffer and is wrapped as it is.
+ */
 function encode(schema: DescMessage, output: unknown): Buffer {
   const bytes = toBinary(schema, normalize(schema, output));
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  return bytes.byteLength <= ON_HEAP_MAX_BYTES
+    ? Buffer.from(bytes)
+    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
+
+/** V8's largest typed array kept on its heap (V8_TYPED_ARRAY_MAX_SIZE_IN_HEAP). */
+const ON_HEAP_MAX_BYTES = 64;
 
 function streamingHandler(
   method: DescMethod,
