@@ -59,7 +59,7 @@ function rules(): Node[] {
   expect(docs.map((doc) => `${String(doc.apiVersion)} ${String(doc.kind)}`)).toEqual([
     "monitoring.coreos.com/v1 PrometheusRule",
   ]);
-  const spec = (docs[0] ?? {}).spec as { groups: { rules: Node[] }[] };
+  const spec = docs[0]?.spec as { groups: { rules: Node[] }[] };
   return spec.groups.flatMap((group) => group.rules);
 }
 
