@@ -38,6 +38,44 @@ export interface LoadOutcome {
   latencies: number[];
 }
 
+/** What a unary gRPC call answered: the HTTP status, grpc-status (if any) and grpc-message (decoded). */
+export interface UnaryAnswer {
+  status: number;
+  grpcStatus: string | undefined;
+  message: string;
+}
+
+/** HTTP 200 with grpc-status 0. */
+export const answerOk = (answer: UnaryAnswer): boolean => answer.status === 200 && answer.grpcStatus === "0";
+
+/**
+ * Sends one gRPC-framed `body` on `session` and calls `done` once the stream has closed. A callback rather
+ * than a promise: a load process must cost far less per call than the server it loads.
+ */
+export function unaryCall(
+  session: http2.ClientHttp2Session,
+  headers: http2.OutgoingHttpHeaders,
+  body: Buffer,
+  done: (answer: UnaryAnswer) => void,
+): void {
+  const stream = session.request(headers);
+  const answer: UnaryAnswer = { status: 0, grpcStatus: undefined, message: "" };
+  stream.on("response", (head) => {
+    answer.status = Number(head[":status"]);
+    // A trailers-only answer carries grpc-status in the headers.
+    if (head["grpc-status"] !== undefined) answer.grpcStatus = String(head["grpc-status"]);
+  });
+  stream.on("trailers", (trailers) => {
+    answer.grpcStatus = String(trailers["grpc-status"]);
+    answer.message = decodeURIComponent(String(trailers["grpc-message"] ?? ""));
+  });
+  // A reset stream ends in "close" too, with no grpc-status: counted as a failure there.
+  stream.on("error", () => {});
+  stream.resume();
+  stream.on("close", () => done(answer));
+  stream.end(body);
+}
+
 async function runJob(job: LoadJob): Promise<LoadOutcome> {
   const bodies = job.bodies.map((body) => Buffer.from(body, "base64"));
   const sessions = Array.from({ length: job.connections ?? 4 }, () =>
@@ -64,7 +102,6 @@ async function runJob(job: LoadJob): Promise<LoadOutcome> {
   const latencies: number[] = [];
   let started = performance.now();
 
-  // Callbacks rather than a promise per call: this process must cost far less per call than the server.
   let active = 0;
   let finish: () => void = () => {};
   const finished = new Promise<void>((resolve) => {
@@ -79,33 +116,18 @@ async function runJob(job: LoadJob): Promise<LoadOutcome> {
     next++;
     const t0 = performance.now();
     const session = sessions[sent++ % sessions.length] as http2.ClientHttp2Session;
-    const stream = session.request(headers);
-    let status = 0;
-    let grpcStatus: string | undefined;
-    let message = "";
-    stream.on("response", (head) => {
-      status = Number(head[":status"]);
-      // A trailers-only answer carries grpc-status in the headers.
-      if (head["grpc-status"] !== undefined) grpcStatus = String(head["grpc-status"]);
-    });
-    stream.on("trailers", (trailers) => {
-      grpcStatus = String(trailers["grpc-status"]);
-      message = String(trailers["grpc-message"] ?? "");
-    });
-    stream.resume();
-    stream.on("close", () => {
+    unaryCall(session, headers, body, (answer) => {
       if (measuring) {
         calls++;
-        if (status !== 200 || grpcStatus !== "0") {
+        if (!answerOk(answer)) {
           failures++;
-          firstFailure ??= `HTTP ${status}, grpc-status ${grpcStatus}: ${decodeURIComponent(message)}`;
+          firstFailure ??= `HTTP ${answer.status}, grpc-status ${answer.grpcStatus}: ${answer.message}`;
         } else {
           latencies.push(performance.now() - t0);
         }
       }
       launch();
     });
-    stream.end(body);
   };
 
   const limit = (from: number) => (job.seconds > 0 ? from + job.seconds * 1000 : Number.POSITIVE_INFINITY);

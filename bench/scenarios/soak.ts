@@ -27,6 +27,7 @@ import {
   UpdateProfileRequestSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { benchUserId, HOT_PERMISSION, HOT_USER, usersDatabase } from "../fixtures.ts";
+import { answerOk, unaryCall } from "../grpc-load.ts";
 import {
   CHECK_PATH,
   checkOnce,
@@ -236,38 +237,20 @@ async function loadProcess(job: LoadJob): Promise<void> {
     progress.calls[kind.name] = (progress.calls[kind.name] ?? 0) + 1;
   };
   let sent = 0;
+  const grpcHeaders = { ":method": "POST", "content-type": "application/grpc", te: "trailers" };
   const grpcCall = (kind: Kind, path: string, body: Buffer) =>
     new Promise<void>((resolve) => {
-      const stream = (sessions[sent++ % sessions.length] as http2.ClientHttp2Session).request({
-        ":method": "POST",
-        ":path": path,
-        "content-type": "application/grpc",
-        te: "trailers",
-      });
-      let status = 0;
-      let grpcStatus: string | undefined;
-      let message = "";
-      stream.on("response", (head) => {
-        status = Number(head[":status"]);
-        if (head["grpc-status"] !== undefined) grpcStatus = String(head["grpc-status"]);
-      });
-      stream.on("trailers", (trailers) => {
-        grpcStatus = String(trailers["grpc-status"]);
-        message = String(trailers["grpc-message"] ?? "");
-      });
-      stream.on("error", () => {});
-      stream.resume();
-      stream.on("close", () => {
+      const session = sessions[sent++ % sessions.length] as http2.ClientHttp2Session;
+      unaryCall(session, { ...grpcHeaders, ":path": path }, body, (answer) => {
         finished(kind);
-        if (status !== 200 || grpcStatus !== "0") {
+        if (!answerOk(answer)) {
           fail(
-            `grpc-status ${grpcStatus ?? `none (HTTP ${status})`}`,
-            `${path}: ${decodeURIComponent(message)}`,
+            `grpc-status ${answer.grpcStatus ?? `none (HTTP ${answer.status})`}`,
+            `${path}: ${answer.message}`,
           );
         }
         resolve();
       });
-      stream.end(body);
     });
   const jsonCall = async (kind: Kind, path: string, body: string) => {
     try {
