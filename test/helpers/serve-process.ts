@@ -39,6 +39,17 @@ const running = new Set<ServeProcess>();
 const children = new Set<ChildProcess>();
 
 /** Starts `flip-authz serve` with `env` and resolves once it logs that it listens. */
+/** The log lines that are JSON objects, parsed (a serve process's stdout may hold other lines too). */
+export function jsonLines(lines: readonly string[]): Record<string, unknown>[] {
+  return lines.flatMap((line) => {
+    try {
+      return [JSON.parse(line) as Record<string, unknown>];
+    } catch {
+      return [];
+    }
+  });
+}
+
 export async function startServe(env: Record<string, string>, options: ServeOptions): Promise<ServeProcess> {
   const grpcPort = options.grpcPort ?? (await freePort());
   const httpPort = options.httpPort ?? (await freePort());

@@ -20,7 +20,7 @@ import { createLogger, formatLine } from "../../src/logger.ts";
 import { createHealthState } from "../../src/server/health.ts";
 import { type RunningServers, startServers } from "../../src/server/listen.ts";
 import { BIN } from "../helpers/cli.ts";
-import { type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
+import { jsonLines, type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
 import { requireTool } from "../helpers/tools.ts";
 import { createProbe, createTestService } from "./fixture.ts";
 
@@ -73,16 +73,6 @@ function unary(
 
 const idIn = (answer: Answer) =>
   (answer.header?.get("x-request-id")[0] ?? answer.trailer.get("x-request-id")[0]) as string | undefined;
-
-function jsonLines(lines: readonly string[]): Record<string, unknown>[] {
-  return lines.flatMap((line) => {
-    try {
-      return [JSON.parse(line) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
-}
 
 describe("x-request-id and the access log, on a real serve process", () => {
   let dir: string;

@@ -20,7 +20,7 @@ import {
 } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { runCli } from "../helpers/cli.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
-import { type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
+import { jsonLines, type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./otlp-receiver.ts";
 
 const TOKEN = "tracing-test-token-000001";
@@ -59,41 +59,21 @@ function unary(
 }
 
 /** CheckPermission over gRPC with this metadata; the status code and the answer. */
-function check(
+async function check(
   client: grpc.Client,
   userId: string,
   metadata: Record<string, string>,
 ): Promise<{ code: number; allowed?: boolean }> {
-  const sent = new grpc.Metadata();
-  for (const [key, value] of Object.entries(metadata)) sent.set(key, value);
-  const request = toBinary(
-    CheckPermissionRequestSchema,
-    create(CheckPermissionRequestSchema, { userId, permission: "can_manage_users" }),
+  const request = create(CheckPermissionRequestSchema, { userId, permission: "can_manage_users" });
+  const { code, answer } = await unary(
+    client,
+    CHECK,
+    toBinary(CheckPermissionRequestSchema, request),
+    metadata,
   );
-  return new Promise((resolve) => {
-    client.makeUnaryRequest(
-      CHECK,
-      (value: Buffer) => value,
-      (bytes: Buffer) => bytes,
-      Buffer.from(request),
-      sent,
-      (error, answer) => {
-        if (error) resolve({ code: error.code });
-        else
-          resolve({ code: 0, allowed: fromBinary(CheckPermissionResponseSchema, answer as Buffer).allowed });
-      },
-    );
-  });
-}
-
-function jsonLines(lines: readonly string[]): Record<string, unknown>[] {
-  return lines.flatMap((line) => {
-    try {
-      return [JSON.parse(line) as Record<string, unknown>];
-    } catch {
-      return [];
-    }
-  });
+  return answer === undefined
+    ? { code }
+    : { code, allowed: fromBinary(CheckPermissionResponseSchema, answer).allowed };
 }
 
 const databases: { name: string; skip: boolean; system: string }[] = [
