@@ -334,7 +334,7 @@ export async function startFollower(config: Config, logger: Logger): Promise<Fol
   const prepared = prepare(config, logger);
   const { authenticator } = prepared;
   const tracing = await startTracing(config.tracing, logger);
-  const upstream = openUpstream(upstreamConfig, logger);
+  const upstream = openUpstream(upstreamConfig, logger, tracing?.upstream(upstreamConfig));
   const { source } = upstream;
   const hub = new ChangeHub(source);
   const reader = new CachedReader(source, createDirectReader(source), {

@@ -31,6 +31,23 @@ export interface CallTracer {
   startHttp(route: string, requestMethod: string, carrier: Carrier): CallSpan;
 }
 
+/** The client span of one call a follower makes to its upstream. */
+export interface OutgoingSpan {
+  /** The W3C headers (traceparent, tracestate) that make the upstream's server span this span's child. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Ends the span with the call's gRPC status code (0 = OK). */
+  end(code: number): void;
+}
+
+export interface UpstreamTracer {
+  /**
+   * A client span for a call to the upstream's `method` ("<package>.<Service>/<Method>") made inside a
+   * traced call of this service; undefined outside one (the change feed, the first sync), which stays
+   * untraced as the store's background work does.
+   */
+  startCall(method: string): OutgoingSpan | undefined;
+}
+
 /** `hooks`, also ending the server span of each call it records (after them, so they log inside it). */
 export function withCallSpans(hooks: CallHooks): CallHooks {
   return {

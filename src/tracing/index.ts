@@ -2,16 +2,18 @@
 // (./otel.ts, imported dynamically) and started; without one nothing of @opentelemetry is loaded and the
 // listeners, the store and the logger run as if tracing did not exist (they hold no tracer).
 
-import type { DatabaseConfig, TracingConfig } from "../config.ts";
+import type { DatabaseConfig, TracingConfig, UpstreamConfig } from "../config.ts";
 import type { Logger } from "../logger.ts";
-import type { CallTracer } from "./call-span.ts";
+import type { CallTracer, UpstreamTracer } from "./call-span.ts";
 
-export type { CallSpan, CallTracer } from "./call-span.ts";
+export type { CallSpan, CallTracer, OutgoingSpan, UpstreamTracer } from "./call-span.ts";
 export { withCallSpans } from "./call-span.ts";
 
 export interface Tracing {
   /** Starts the listeners' server spans. */
   readonly calls: CallTracer;
+  /** A follower's calls to its upstream: client spans, and the traceparent that continues them there. */
+  upstream(upstream: UpstreamConfig): UpstreamTracer;
   /** `store` with a `store.<method>` span (db.* attributes of `database`) around each method a call uses. */
   traceStore<S extends object>(store: S, database: DatabaseConfig): S;
   /** Exports the spans still queued, then stops the SDK. */

@@ -19,6 +19,7 @@ import {
   SpanKind,
   SpanStatusCode,
   type TextMapGetter,
+  type TextMapSetter,
   type Tracer,
   trace,
 } from "@opentelemetry/api";
@@ -50,10 +51,17 @@ import {
   ATTR_SERVICE_NAME,
   ATTR_SERVICE_VERSION,
 } from "@opentelemetry/semantic-conventions";
-import type { DatabaseConfig, TracingConfig } from "../config.ts";
+import type { DatabaseConfig, TracingConfig, UpstreamConfig } from "../config.ts";
 import { type Logger, requestScope } from "../logger.ts";
 import { codeName } from "../server/outcome.ts";
-import type { CallSpan, CallTracer, Carrier, SpanTransport } from "./call-span.ts";
+import type {
+  CallSpan,
+  CallTracer,
+  Carrier,
+  OutgoingSpan,
+  SpanTransport,
+  UpstreamTracer,
+} from "./call-span.ts";
 import type { Tracing } from "./index.ts";
 
 // The attributes most trace backends and dashboards still key on (semantic conventions before RPC and
@@ -85,6 +93,37 @@ const GETTER: TextMapGetter<Carrier> = {
     return undefined;
   },
 };
+
+const SETTER: TextMapSetter<Record<string, string>> = {
+  set(carrier, key, value) {
+    carrier[key] = value;
+  },
+};
+
+/**
+ * The span's status for a call's gRPC code, as the semantic conventions have it: a server span is an ERROR
+ * for the codes that mean the server failed, a client span for any code but OK.
+ */
+function setRpcStatus(span: Span, code: number, kind: SpanKind.SERVER | SpanKind.CLIENT): void {
+  const name = codeName(code);
+  span.setAttribute(ATTR_RPC_GRPC_STATUS_CODE, code);
+  span.setAttribute(ATTR_RPC_STATUS_CODE, name);
+  if (kind === SpanKind.CLIENT ? code !== 0 : SERVER_FAULTS.has(code)) {
+    span.setAttribute(ATTR_ERROR_TYPE, name);
+    span.setStatus({ code: SpanStatusCode.ERROR, message: name });
+  }
+}
+
+/** rpc.* attributes of a method named "<package>.<Service>/<Method>". */
+function rpcAttributes(system: "grpc" | "connect", method: string): Attributes {
+  const slash = method.indexOf("/");
+  return {
+    [ATTR_RPC_SYSTEM]: system === "connect" ? "connect_rpc" : "grpc",
+    [ATTR_RPC_SYSTEM_NAME]: system === "connect" ? "connectrpc" : "grpc",
+    [ATTR_RPC_SERVICE]: method.slice(0, slash),
+    [ATTR_RPC_METHOD]: method.slice(slash + 1),
+  };
+}
 
 abstract class ServerSpan implements CallSpan {
   readonly span: Span;
@@ -118,16 +157,11 @@ class RpcSpan extends ServerSpan {
   override end(code: number): void {
     const span = this.span;
     if (span.isRecording()) {
-      const name = codeName(code);
-      span.setAttribute(ATTR_RPC_GRPC_STATUS_CODE, code);
-      span.setAttribute(ATTR_RPC_STATUS_CODE, name);
+      setRpcStatus(span, code, SpanKind.SERVER);
       if (code !== 0 && this.#connect) {
         // Connect's error codes are gRPC's names in lower case, "canceled" spelled the American way.
-        span.setAttribute(ATTR_RPC_CONNECT_RPC_ERROR_CODE, code === 1 ? "canceled" : name.toLowerCase());
-      }
-      if (SERVER_FAULTS.has(code)) {
-        span.setAttribute(ATTR_ERROR_TYPE, name);
-        span.setStatus({ code: SpanStatusCode.ERROR, message: name });
+        const name = codeName(code).toLowerCase();
+        span.setAttribute(ATTR_RPC_CONNECT_RPC_ERROR_CODE, code === 1 ? "canceled" : name);
       }
     }
     span.end();
@@ -311,17 +345,11 @@ export function startOtel(config: TracingConfig, logger: Logger): Tracing {
   const calls: CallTracer = {
     startRpc(transport: SpanTransport, method: string, carrier: Carrier): CallSpan {
       const parent = propagator.extract(ROOT_CONTEXT, carrier, GETTER);
-      const slash = method.indexOf("/");
       const span = tracer.startSpan(
         method,
         {
           kind: SpanKind.SERVER,
-          attributes: {
-            [ATTR_RPC_SYSTEM]: transport === "connect" ? "connect_rpc" : "grpc",
-            [ATTR_RPC_SYSTEM_NAME]: transport === "connect" ? "connectrpc" : "grpc",
-            [ATTR_RPC_SERVICE]: method.slice(0, slash),
-            [ATTR_RPC_METHOD]: method.slice(slash + 1),
-          },
+          attributes: rpcAttributes(transport === "connect" ? "connect" : "grpc", method),
         },
         parent,
       );
@@ -341,9 +369,37 @@ export function startOtel(config: TracingConfig, logger: Logger): Tracing {
     },
   };
 
+  const upstream = ({ target, host }: UpstreamConfig): UpstreamTracer => {
+    const peer = {
+      [ATTR_SERVER_ADDRESS]: host,
+      [ATTR_SERVER_PORT]: Number(target.slice(target.lastIndexOf(":") + 1)),
+    };
+    return {
+      startCall(method: string): OutgoingSpan | undefined {
+        const parent = contextManager.active();
+        if (trace.getSpan(parent) === undefined) return undefined;
+        const span = tracer.startSpan(
+          method,
+          { kind: SpanKind.CLIENT, attributes: { ...rpcAttributes("grpc", method), ...peer } },
+          parent,
+        );
+        const headers: Record<string, string> = {};
+        propagator.inject(trace.setSpan(parent, span), headers, SETTER);
+        return {
+          headers,
+          end(code: number) {
+            if (span.isRecording()) setRpcStatus(span, code, SpanKind.CLIENT);
+            span.end();
+          },
+        };
+      },
+    };
+  };
+
   let stopping: Promise<void> | undefined;
   return {
     calls,
+    upstream,
     traceStore: (store, database) => traceStore(store, tracer, contextManager, databaseAttributes(database)),
     shutdown() {
       stopping ??= provider.shutdown().finally(() => {

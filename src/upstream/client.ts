@@ -1,6 +1,7 @@
 // The follower's one gRPC channel to its upstream flip-authz (AUTHZ_UPSTREAM): h2c or TLS (mutual when
 // AUTHZ_UPSTREAM_CERT_FILE is set), keepalive pings so a frozen or vanished upstream is noticed, quick
-// reconnects. Calls carry the follower's own token, or, when forwarded, the caller's own header.
+// reconnects. Calls carry the follower's own token, or, when forwarded, the caller's own header; made
+// inside a traced call, each is a client span whose traceparent continues the trace upstream.
 
 import {
   create,
@@ -15,6 +16,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { parseCertificates, parsePrivateKey, readTlsFile } from "../auth/tls.ts";
 import { ConfigError, type UpstreamConfig } from "../config.ts";
+import type { OutgoingSpan, UpstreamTracer } from "../tracing/call-span.ts";
 
 export interface CallOptions {
   /**
@@ -22,6 +24,8 @@ export interface CallOptions {
    * forwarded call whose caller sent none).
    */
   authorization?: string | null;
+  /** The `x-request-id` to send: the forwarded call's, so both services log the same id. */
+  requestId?: string;
   /** Absolute deadline (Date.now() based); none when undefined. */
   deadline?: number;
   /** Cancels the call when it aborts. */
@@ -71,8 +75,11 @@ function channelCredentials(upstream: UpstreamConfig): grpc.ChannelCredentials {
   return grpc.credentials.createSsl(ca, key, cert);
 }
 
-/** Builds the channel (it connects lazily). Throws ConfigError for unreadable TLS files. */
-export function createUpstreamClient(upstream: UpstreamConfig): UpstreamClient {
+/**
+ * Builds the channel (it connects lazily). Throws ConfigError for unreadable TLS files. With `tracer`
+ * (tracing on), calls made inside a traced call get a client span.
+ */
+export function createUpstreamClient(upstream: UpstreamConfig, tracer?: UpstreamTracer): UpstreamClient {
   // Pings every fifth of the staleness bound (at most every 100 ms, at least every 10 s): a peer that
   // stops answering them is dropped well within the bound, so the stream reconnects elsewhere.
   const pingMs = Math.min(10_000, Math.max(100, Math.floor(upstream.maxStalenessMs / 5)));
@@ -87,10 +94,12 @@ export function createUpstreamClient(upstream: UpstreamConfig): UpstreamClient {
     "grpc.max_reconnect_backoff_ms": 1000,
   });
   const own = upstream.token === undefined ? null : `Bearer ${upstream.token}`;
-  const metadataFor = (options: CallOptions): grpc.Metadata => {
+  const metadataFor = (options: CallOptions, span: OutgoingSpan | undefined): grpc.Metadata => {
     const metadata = new grpc.Metadata();
     const authorization = options.authorization === undefined ? own : options.authorization;
     if (authorization !== null) metadata.set("authorization", authorization);
+    if (options.requestId !== undefined) metadata.set("x-request-id", options.requestId);
+    if (span !== undefined) for (const [key, value] of Object.entries(span.headers)) metadata.set(key, value);
     return metadata;
   };
   const callOptions = (options: CallOptions): grpc.CallOptions =>
@@ -99,15 +108,17 @@ export function createUpstreamClient(upstream: UpstreamConfig): UpstreamClient {
   return {
     target: upstream.target,
     unary(method, input, options = {}) {
+      const span = tracer?.startCall(`${method.parent.typeName}/${method.name}`);
       return new Promise((resolve, reject) => {
         const call = client.makeUnaryRequest(
           `/${method.parent.typeName}/${method.name}`,
           (value: MessageShape<typeof method.input>) => Buffer.from(toBinary(method.input, value)),
           (bytes: Buffer) => fromBinary(method.output, bytes),
           create(method.input, input),
-          metadataFor(options),
+          metadataFor(options, span),
           callOptions(options),
           (error, value) => {
+            span?.end(error ? error.code : 0);
             options.signal?.removeEventListener("abort", cancel);
             if (error) reject(error);
             else resolve(value as MessageShape<typeof method.output>);
@@ -119,14 +130,16 @@ export function createUpstreamClient(upstream: UpstreamConfig): UpstreamClient {
       });
     },
     stream(method, input, options = {}) {
+      const span = tracer?.startCall(`${method.parent.typeName}/${method.name}`);
       const call = client.makeServerStreamRequest(
         `/${method.parent.typeName}/${method.name}`,
         (value: MessageShape<typeof method.input>) => Buffer.from(toBinary(method.input, value)),
         (bytes: Buffer) => fromBinary(method.output, bytes),
         create(method.input, input),
-        metadataFor(options),
+        metadataFor(options, span),
         callOptions(options),
       );
+      if (span !== undefined) call.on("status", (status: grpc.StatusObject) => span.end(status.code));
       const signal = options.signal;
       if (signal) {
         const cancel = () => call.cancel();

@@ -1,6 +1,7 @@
 // What a follower does not answer itself: writes, the audit log and WatchChanges go to the upstream with
 // the caller's own `authorization` header (the upstream authorizes and audits the caller, never this
-// follower's token) and the caller's remaining deadline; answers and status codes come back unchanged.
+// follower's token), the caller's remaining deadline and the call's request id (made here if the caller
+// sent none, so both services log the same one); answers and status codes come back unchanged.
 
 import type {
   DescMessage,
@@ -10,6 +11,7 @@ import type {
 } from "@bufbuild/protobuf";
 import { Code, ConnectError, type HandlerContext, type ServiceImpl } from "@connectrpc/connect";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { requestScope } from "../logger.ts";
 import { statusOf, type UpstreamClient } from "./client.ts";
 
 const m = AuthzService.method;
@@ -21,8 +23,10 @@ export type Forwarded = Pick<
 
 function callOptions(ctx: HandlerContext) {
   const timeoutMs = ctx.timeoutMs();
+  const requestId = requestScope.getStore()?.id;
   return {
     authorization: ctx.requestHeader.get("authorization"),
+    ...(requestId !== undefined && { requestId }),
     ...(timeoutMs !== undefined && { deadline: Date.now() + timeoutMs }),
     signal: ctx.signal,
   };

@@ -2,6 +2,7 @@
 // the change stream) and the forwarder for the calls it does not answer itself.
 
 import type { UpstreamConfig } from "../config.ts";
+import type { UpstreamTracer } from "../tracing/call-span.ts";
 import { createUpstreamClient } from "./client.ts";
 import { createForwarder, type Forwarded } from "./forward.ts";
 import { ProblemLog, type UpstreamLogger } from "./problems.ts";
@@ -16,9 +17,16 @@ export interface Upstream {
   close(): void;
 }
 
-/** Builds the channel (it connects lazily): only unreadable TLS files throw (a ConfigError). */
-export function openUpstream(config: UpstreamConfig, logger: UpstreamLogger): Upstream {
-  const client = createUpstreamClient(config);
+/**
+ * Builds the channel (it connects lazily): only unreadable TLS files throw (a ConfigError). With `tracer`,
+ * what a traced call asks of the upstream is in client spans continued there.
+ */
+export function openUpstream(
+  config: UpstreamConfig,
+  logger: UpstreamLogger,
+  tracer?: UpstreamTracer,
+): Upstream {
+  const client = createUpstreamClient(config, tracer);
   const source = new UpstreamSource(client, {
     logger,
     problems: new ProblemLog(logger),

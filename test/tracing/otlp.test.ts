@@ -14,11 +14,15 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { CheckRequestSchema, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import {
+  AssignRoleRequestSchema,
+  AssignRoleResponseSchema,
   AuthzService,
   CheckPermissionRequestSchema,
   CheckPermissionResponseSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { eventually } from "../helpers/app.ts";
 import { runCli } from "../helpers/cli.ts";
+import { readiness } from "../helpers/follower.ts";
 import { createTestDatabase, postgresAvailable, type TestDatabase } from "../helpers/postgres.ts";
 import { jsonLines, type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./otlp-receiver.ts";
@@ -332,6 +336,129 @@ describe.each(databases)(
     );
   },
 );
+
+describe("a follower continues the caller's trace to its upstream", () => {
+  let dir: string;
+  let receiver: OtlpReceiver;
+  let spans: ReceivedSpan[];
+  let primaryLogs: Record<string, unknown>[];
+  let primaryPort: number;
+  const assigned = callerContext();
+  const refused = callerContext();
+  const REQUEST_ID = "follower-trace-request-1";
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "authz-tracing-follower-"));
+    receiver = await startOtlpReceiver();
+    const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.endpoint, OTEL_BSP_SCHEDULE_DELAY: "100" };
+    // Open mode on both (loopback listeners): the caller sends no token, and the follower forwards none.
+    const primary = await startServe(
+      {
+        ...otel,
+        DATABASE_URL: `sqlite:${join(dir, "authz.db")}`,
+        OTEL_SERVICE_NAME: "authz-primary",
+        AUTHZ_ACCESS_LOG: "true",
+      },
+      { name: "tracing-primary" },
+    );
+    primaryPort = primary.grpcPort;
+    const follower = await startServe(
+      { ...otel, AUTHZ_UPSTREAM: primary.grpcTarget, OTEL_SERVICE_NAME: "authz-follower" },
+      { name: "tracing-follower", ready: "flip-authz follower listening" },
+    );
+    await eventually(async () => (await readiness(follower.httpBase)) === "SERVING", 15_000);
+    const client = new grpc.Client(follower.grpcTarget, grpc.credentials.createInsecure());
+    const assign = (role: string, caller: { traceparent: string }) =>
+      unary(
+        client,
+        `/${AuthzService.typeName}/${AuthzService.method.assignRole.name}`,
+        toBinary(AssignRoleRequestSchema, create(AssignRoleRequestSchema, { userId: randomUUID(), role })),
+        { traceparent: caller.traceparent, "x-request-id": REQUEST_ID },
+      );
+    const written = await assign("Researcher", assigned);
+    expect(written.code).toBe(0);
+    expect(fromBinary(AssignRoleResponseSchema, written.answer as Buffer)).toMatchObject({
+      changed: true,
+      roles: ["Researcher"],
+    });
+    expect((await assign("No Such Role", refused)).code).toBe(grpc.status.NOT_FOUND);
+    client.close();
+    expect(await follower.stop()).toBe(0);
+    expect(await primary.stop()).toBe(0);
+    spans = receiver.spans;
+    primaryLogs = jsonLines(primary.logs);
+  }, 90_000);
+
+  afterAll(async () => {
+    await stopAll();
+    await receiver?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  /** The one span of this trace, service and kind. */
+  const spanOf = (traceId: string, service: string, kind: number) => {
+    const found = spans.filter(
+      (span) => span.traceId === traceId && span.resource["service.name"] === service && span.kind === kind,
+    );
+    expect(found, `one span in ${service}, trace ${traceId}: ${JSON.stringify(spans, null, 1)}`).toHaveLength(
+      1,
+    );
+    return found[0] as ReceivedSpan;
+  };
+
+  it("caller → follower's server span → its client span → the upstream's server span → its store spans", () => {
+    const name = "flip.authz.v1.AuthzService/AssignRole";
+    const followerServer = spanOf(assigned.traceId, "authz-follower", SERVER);
+    expect(followerServer).toMatchObject({ name, parentSpanId: assigned.spanId });
+    const followerClient = spanOf(assigned.traceId, "authz-follower", CLIENT);
+    expect(followerClient).toMatchObject({ name, parentSpanId: followerServer.spanId, status: { code: 0 } });
+    expect(followerClient.attributes).toMatchObject({
+      "rpc.system": "grpc",
+      "rpc.service": "flip.authz.v1.AuthzService",
+      "rpc.method": "AssignRole",
+      "rpc.grpc.status_code": 0,
+      "server.address": "127.0.0.1",
+      "server.port": primaryPort,
+    });
+    const primaryServer = spanOf(assigned.traceId, "authz-primary", SERVER);
+    expect(primaryServer).toMatchObject({ name, parentSpanId: followerClient.spanId });
+    const stores = spans.filter(
+      (span) => span.traceId === assigned.traceId && span.resource["service.name"] === "authz-primary",
+    );
+    const storeSpans = stores.filter((span) => span.kind === CLIENT);
+    expect(storeSpans.map((span) => span.name)).toContain("store.assignRole");
+    for (const span of storeSpans) expect(span.parentSpanId).toBe(primaryServer.spanId);
+  });
+
+  it("a call the upstream refuses: the follower's client span is an error with the upstream's code", () => {
+    const followerClient = spanOf(refused.traceId, "authz-follower", CLIENT);
+    expect(followerClient.attributes["rpc.grpc.status_code"]).toBe(grpc.status.NOT_FOUND);
+    expect(followerClient.status.code).toBe(ERROR);
+    const primaryServer = spanOf(refused.traceId, "authz-primary", SERVER);
+    expect(primaryServer.parentSpanId).toBe(followerClient.spanId);
+    // On the server side a missing role is the caller's outcome, not a fault.
+    expect(primaryServer.status.code).not.toBe(ERROR);
+  });
+
+  it("the upstream logs the forwarded call under the caller's request id", () => {
+    const lines = primaryLogs.filter((line) => line.requestId === REQUEST_ID);
+    expect(lines.map((line) => [line.msg, line.method, line.code])).toEqual([
+      ["call", "flip.authz.v1.AuthzService/AssignRole", "OK"],
+      ["call", "flip.authz.v1.AuthzService/AssignRole", "NOT_FOUND"],
+    ]);
+    expect(lines.map((line) => line.trace_id)).toEqual([assigned.traceId, refused.traceId]);
+  });
+
+  it("the follower's own work with the upstream (first sync, change stream) makes no span of its own", () => {
+    const traces = new Set([assigned.traceId, refused.traceId]);
+    const others = spans.filter((span) => !traces.has(span.traceId));
+    expect(others.filter((span) => span.resource["service.name"] === "authz-follower")).toEqual([]);
+    // The upstream traces those calls as it would any caller's: root server spans (its sampler decides).
+    const names = new Set(others.filter((span) => span.kind === SERVER).map((span) => span.name));
+    expect(names).toContain("flip.authz.v1.AuthzService/WatchChanges");
+    for (const span of others.filter((other) => other.kind === SERVER)) expect(span.parentSpanId).toBe("");
+  });
+});
 
 describe("starting with tracing misconfigured", () => {
   const dir = mkdtempSync(join(tmpdir(), "authz-tracing-config-"));
