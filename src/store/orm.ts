@@ -14,9 +14,14 @@ import { ENTITIES } from "./entities.ts";
 import type { Logger } from "./logger.ts";
 import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.ts";
 import { Migration20261201RevisionsAtCommit } from "./migrations/20261201-revisions-at-commit.ts";
+import { Migration20261202RevisionsInCommit } from "./migrations/20261202-revisions-in-commit.ts";
 
 /** In the order they apply. */
-export const MIGRATIONS = [Migration20261130FlipSchema, Migration20261201RevisionsAtCommit];
+export const MIGRATIONS = [
+  Migration20261130FlipSchema,
+  Migration20261201RevisionsAtCommit,
+  Migration20261202RevisionsInCommit,
+];
 
 /** Which database the ORM talks to: the store's few per-platform choices (locks, snapshot isolation). */
 export interface Dialect {
@@ -37,9 +42,46 @@ export function toDate(value: unknown): Date {
   return new Date(Number.NaN);
 }
 
+/** What PostgreSQL's NOTICE at COMMIT carries (see the 20261202 migration). */
+const COMMIT_NOTICE = "authz_commit_revision";
+/** Revisions kept for transactions whose writer has not taken them yet (one whose COMMIT failed after). */
+const COMMIT_REVISIONS_KEPT = 1024;
+
+/**
+ * The revisions PostgreSQL announced at COMMIT, by transaction id, from every pooled connection: each
+ * arrives before its COMMIT's answer, so the writer takes its own right after COMMIT resolves.
+ */
+export class CommitRevisions {
+  readonly #byTxid = new Map<string, number>();
+
+  /** A connection's NOTICE; any other than the commit's is ignored. */
+  record(notice: { message?: string | undefined; detail?: string | undefined }): void {
+    if (notice.message !== COMMIT_NOTICE || notice.detail === undefined) return;
+    const colon = notice.detail.indexOf(":");
+    const revision = Number(notice.detail.slice(colon + 1));
+    if (colon <= 0 || !Number.isSafeInteger(revision)) return;
+    this.#byTxid.set(notice.detail.slice(0, colon), revision);
+    if (this.#byTxid.size > COMMIT_REVISIONS_KEPT) {
+      for (const txid of this.#byTxid.keys()) {
+        this.#byTxid.delete(txid);
+        break;
+      }
+    }
+  }
+
+  /** The revision transaction `txid` committed at, once; undefined when no NOTICE came. */
+  take(txid: string): number | undefined {
+    const revision = this.#byTxid.get(txid);
+    this.#byTxid.delete(txid);
+    return revision;
+  }
+}
+
 export interface Orm {
   orm: MikroORM;
   dialect: Dialect;
+  /** PostgreSQL: the revisions its COMMITs announce. */
+  commits?: CommitRevisions;
   /** A fresh EntityManager fork: one per operation. */
   em(): SqlEntityManager;
 }
@@ -80,6 +122,7 @@ export async function createOrm(
   } satisfies Partial<Options>;
 
   if (database.kind === "postgres") {
+    const commits = new CommitRevisions();
     const orm = await MikroORM.init({
       ...common,
       driver: PostgreSqlDriver,
@@ -90,10 +133,11 @@ export async function createOrm(
         // MikroORM already listens on the pool and on checked-out clients; this keeps a log line of ours.
         onPoolCreated: (pool: pg.Pool) => {
           pool.on("error", (error) => logger.warn({ err: error.message }, "PostgreSQL idle connection lost"));
+          pool.on("connect", (client) => client.on("notice", (notice) => commits.record(notice)));
         },
       },
     });
-    return { orm, dialect: postgresDialect, em: () => orm.em.fork() as SqlEntityManager };
+    return { orm, dialect: postgresDialect, commits, em: () => orm.em.fork() as SqlEntityManager };
   }
 
   const memory = database.path === ":memory:";

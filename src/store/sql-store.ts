@@ -1,12 +1,14 @@
 // The Store (src/authz/store.ts) over MikroORM on PostgreSQL or SQLite, through the entities of
 // entities.ts: em.find/findOne, em.insert/nativeUpdate/nativeDelete and the QueryBuilder typed by the entity
 // definitions (em.getKysely(), typed from the entities' tables, for the batched userRoles lookup of the cold
-// path), a fresh EntityManager fork per operation, every write in one em.transactional with its
-// users_audit row. Raw SQL is left only where MikroORM has no API for the thing (advisory locks, the ping),
+// path and, on PostgreSQL, AssignRole's and RevokeRole's two statements, built once: reused-statement.ts),
+// a fresh EntityManager fork per operation, every write in one em.transactional with its users_audit row,
+// its revision assigned inside its COMMIT on PostgreSQL (the 20261202 migration). Raw SQL is left only where MikroORM has no API for the thing (advisory locks, the ping),
 // each place saying so.
 
 import { LockMode, raw, sql } from "@mikro-orm/core";
-import type { InferKyselyDB, SqlEntityManager } from "@mikro-orm/sql";
+import type { InferKyselyDB, Kysely, SqlEntityManager } from "@mikro-orm/sql";
+import type { Compilable } from "kysely";
 import { FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
 import { isUuid } from "../authz/ids.ts";
@@ -49,6 +51,7 @@ import { type Logger, silentLogger } from "./logger.ts";
 import { runMigrations } from "./migrate.ts";
 import { AUDIT_TIME_POSTGRES } from "./migrations/20261130-flip-schema.ts";
 import { createOrm, type Dialect, type Orm, toDate } from "./orm.ts";
+import { ReusedStatement } from "./reused-statement.ts";
 import { uuidv7 } from "./uuid7.ts";
 
 export interface OpenStoreOptions {
@@ -120,10 +123,103 @@ async function readUserRoles(em: SqlEntityManager, userId: string): Promise<Role
   return rows.map((row) => ({ id: str(row.id), name: str(row.name) })).sort(byName);
 }
 
+/** The tables a role write's one statement touches on PostgreSQL (WriteContext.changeRoles). */
+type RoleWriteDb = InferKyselyDB<typeof UserRole | typeof UserAudit | typeof Role | typeof RevisionCounter>;
+
+interface LockedRoleRow {
+  id: string;
+  name: string;
+  txid: string;
+}
+
+/** lockUserAndRole's statement (PostgreSQL), built on first use. */
+let LOCK_USER_AND_ROLE: ReusedStatement<"user" | "role", LockedRoleRow> | undefined;
+
+/** changeRoles' statements, by change and number of roles, built on first use. */
+const ROLE_CHANGES = new Map<string, ReusedStatement<string, RoleChangeRow>>();
+
+interface RoleChangeRow {
+  changed: boolean;
+  id: string | null;
+  name: string | null;
+}
+
+/** The statement of WriteContext.changeRoles for `count` roles, named values `user`, `role<i>`, `auditId`, …. */
+function roleChangeStatement(
+  kysely: Kysely<RoleWriteDb>,
+  change: "add" | "remove",
+  count: number,
+): ReusedStatement<string, RoleChangeRow> {
+  return new ReusedStatement<string, RoleChangeRow>((value) => {
+    const user = value("user");
+    const roles = Array.from({ length: count }, (_, i) => value(`role${i}`));
+    return kysely
+      .with("changed", (db) =>
+        change === "add"
+          ? db
+              .insertInto("user_role")
+              .values(roles.map((role) => ({ user_id: user, role_id: role })))
+              .onConflict((conflict) => conflict.doNothing())
+              .returning("role_id")
+          : db
+              .deleteFrom("user_role")
+              .where("user_id", "=", user)
+              .where("role_id", "in", roles)
+              .returning("role_id"),
+      )
+      .with("audited", (db) =>
+        db
+          .insertInto("users_audit")
+          .columns(["id", "action", "user_id", "modified_by_user_id", "timestamp"])
+          .expression((eb) =>
+            eb
+              .selectFrom("changed")
+              .select([
+                eb.cast<string>(eb.val(value("auditId")), "uuid").as("id"),
+                eb.val(value("action")).as("action"),
+                eb.cast<string>(eb.val(user), "uuid").as("user_id"),
+                eb.cast<string>(eb.val(value("actor")), "uuid").as("modified_by_user_id"),
+                eb.cast<Date>(eb.val(value("timestamp")), "timestamptz").as("timestamp"),
+              ])
+              .limit(1),
+          ),
+      )
+      .selectFrom("authz_revision as c")
+      .leftJoin(
+        (eb) =>
+          eb
+            .selectFrom("roles as r")
+            .select(["r.id", "r.name"])
+            .where((w) => {
+              const before = w(
+                "r.id",
+                "in",
+                w.selectFrom("user_role").select("role_id").where("user_id", "=", user),
+              );
+              const changed = w("r.id", "in", w.selectFrom("changed").select("role_id"));
+              return change === "add" ? w.or([before, changed]) : w.and([before, w.not(changed)]);
+            })
+            .as("ur"),
+        (join) => join.onTrue(),
+      )
+      .select((eb) => [
+        eb.exists(eb.selectFrom("changed").select("role_id")).as("changed"),
+        "ur.id",
+        "ur.name",
+      ])
+      .where("c.id", "=", 1) as unknown as Compilable<RoleChangeRow>;
+  });
+}
+
 /** One transaction of a role or profile write. */
 class WriteContext {
   readonly em: SqlEntityManager;
   readonly dialect: Dialect;
+  /**
+   * PostgreSQL: this transaction's id, once it has asked for its revisions at COMMIT; the revision comes
+   * back in a NOTICE naming it (see the 20261202 migration and CommitRevisions).
+   */
+  txid: string | undefined;
   constructor(em: SqlEntityManager, dialect: Dialect) {
     this.em = em;
     this.dialect = dialect;
@@ -131,18 +227,19 @@ class WriteContext {
 
   /**
    * Serializes writes that touch one user. PostgreSQL: a transaction-scoped advisory lock on the user, and
-   * (same statement, one round trip) the request to have this transaction's revisions assigned at its end
-   * (see the 20261201 migration), so the counter's lock is held only from `assignRevisions` through COMMIT.
+   * (same statement, one round trip) the request to have this transaction's revisions assigned inside its
+   * COMMIT (see the 20261202 migration), so the counter's lock is held only while PostgreSQL commits.
    * SQLite: take the database write lock first, so the transaction never has to upgrade a read lock (which
    * busy_timeout cannot wait for).
    */
   async lockUser(userId: string): Promise<void> {
     if (this.dialect.kind === "postgres") {
-      // Raw: MikroORM has no API for advisory locks or session settings.
-      await this.em.execute(
-        "SELECT pg_advisory_xact_lock(17221, hashtext(?)), set_config('authz.defer_revisions', 'on', true)",
+      // Raw: MikroORM has no API for advisory locks; the other is a function of the migrations.
+      const rows = await this.em.execute<Row[]>(
+        "SELECT pg_advisory_xact_lock(17221, hashtext(?)), authz_defer_revisions() AS txid",
         [userId],
       );
+      this.txid = str(rows[0]?.txid);
     } else {
       await this.em
         .createQueryBuilder(RevisionCounter)
@@ -152,32 +249,25 @@ class WriteContext {
     }
   }
 
-  /**
-   * The last statement before COMMIT: on PostgreSQL assigns this transaction's revisions (the counter's
-   * lock is taken here) and returns the newest; on SQLite (revisions assigned as rows change, under the
-   * one write lock) reads the counter. Either way the revision of this write, or, when it changed nothing,
-   * one the unchanged state reflects.
-   */
-  async assignRevisions(): Promise<Revision> {
-    if (this.dialect.kind !== "postgres") return readRevision(this.em);
-    // Raw: a database function (the change-log SQL lives in the migrations).
-    const rows = await this.em.execute<Row[]>("SELECT authz_assign_revisions() AS revision");
-    return num(rows[0]?.revision ?? 0);
+  /** SQLite (revisions assigned as rows change, under the one write lock): the counter, read before COMMIT. */
+  assignedRevision(): Promise<Revision> {
+    return readRevision(this.em);
   }
 
   /**
    * lockUser for every user of an import batch at once (ids sorted, so two batches never wait on each other
-   * in a cycle), with the same request for revisions at the end.
+   * in a cycle), with the same request for revisions at COMMIT.
    */
   async lockUsers(userIds: string[]): Promise<void> {
     if (this.dialect.kind === "postgres") {
-      // Raw: MikroORM has no API for advisory locks or session settings. One array parameter (UUIDs hold
-      // no commas), unnested in order.
-      await this.em.execute(
-        `SELECT count(pg_advisory_xact_lock(17221, hashtext(u))), set_config('authz.defer_revisions', 'on', true)
+      // Raw: MikroORM has no API for advisory locks. One array parameter (UUIDs hold no commas), unnested
+      // in order.
+      const rows = await this.em.execute<Row[]>(
+        `SELECT count(pg_advisory_xact_lock(17221, hashtext(u))), authz_defer_revisions() AS txid
          FROM unnest(string_to_array(?, ',')) AS u`,
         [[...userIds].sort().join(",")],
       );
+      this.txid = str(rows[0]?.txid);
     } else {
       await this.lockUser("");
     }
@@ -185,33 +275,39 @@ class WriteContext {
 
   /**
    * lockUser and role(roleId) in one statement (one round trip fewer per write). PostgreSQL: the role's row
-   * with the lock and the setting as extra columns (raw: functions MikroORM has no API for); when the role
-   * does not exist no lock is taken, but the write fails anyway.
+   * with the lock and the request as extra columns, through em.getKysely() (functions by name, which
+   * MikroORM's QueryBuilder has only as raw SQL), built once; when the role does not exist no lock is taken,
+   * but the write fails anyway.
    */
   async lockUserAndRole(userId: string, roleId: string): Promise<RoleName> {
     if (this.dialect.kind !== "postgres") {
       await this.lockUser(userId);
       return this.role(roleId);
     }
-    const rows = await this.em
-      .createQueryBuilder(Role, "r")
-      .select([
-        "r.id",
-        "r.name",
-        raw("pg_advisory_xact_lock(17221, hashtext(?)) as locked", [userId]),
-        raw("set_config('authz.defer_revisions', 'on', true) as deferred"),
-      ])
-      .where({ id: roleId })
-      .execute("all", true);
+    const kysely = this.em.getKysely<RoleWriteDb>();
+    LOCK_USER_AND_ROLE ??= new ReusedStatement<"user" | "role", LockedRoleRow>((value) =>
+      kysely
+        .selectFrom("roles as r")
+        .select((eb) => [
+          "r.id",
+          "r.name",
+          eb
+            .fn("pg_advisory_xact_lock", [eb.val(17221), eb.fn("hashtext", [eb.val(value("user"))])])
+            .as("locked"),
+          eb.fn("authz_defer_revisions").as("txid"),
+        ])
+        .where("r.id", "=", value("role")),
+    );
+    const rows = await LOCK_USER_AND_ROLE.execute(kysely, { user: userId, role: roleId });
     const row = rows[0];
     if (!row) throw new NotFoundError(`role ${roleId} not found`);
+    this.txid = str(row.txid);
     return { id: str(row.id), name: str(row.name) };
   }
 
   /**
-   * The last statement of a role write: the user's roles and the write's revision together (assignRevisions
-   * as a column of the counter row, left-joined with the user's roles so there is always a row to call it
-   * on). Raw only for the function call.
+   * The user's roles after a role write, in one statement with the counter's row (so there is always a row)
+   * whose revision is the write's on SQLite; PostgreSQL assigns it at COMMIT.
    */
   async rolesAndRevision(userId: string): Promise<{ roles: RoleName[]; revision: Revision }> {
     const held = this.em.createQueryBuilder(UserRole, "ur").select("ur.roleId").where({ userId });
@@ -219,16 +315,56 @@ class WriteContext {
       .createQueryBuilder(Role, "r")
       .select(["r.id", "r.name"])
       .where({ id: { $in: held } });
-    const revision =
-      this.dialect.kind === "postgres" ? raw("authz_assign_revisions() as revision") : sql.ref("c.revision");
     const rows: Row[] = await this.em
       .createQueryBuilder(RevisionCounter, "c")
       .leftJoin(roles, "ur", { "c.id": 1 })
-      .select([revision, sql.ref("ur.id"), sql.ref("ur.name")])
+      .select([sql.ref("c.revision"), sql.ref("ur.id"), sql.ref("ur.name")])
       .where({ id: 1 })
       .execute("all", false);
     return {
       revision: num(rows[0]?.revision ?? 0),
+      roles: rows
+        .filter((row) => row.id != null)
+        .map((row) => ({ id: str(row.id), name: str(row.name) }))
+        .sort(byName),
+    };
+  }
+
+  /**
+   * PostgreSQL: adds (or removes) the user's pairs with these roles, writes the audit row when one changed,
+   * and reads the user's roles after it, in one statement (one round trip where addRoles or removeRoles,
+   * audit and rolesAndRevision take three). Through em.getKysely(): the inserts and the delete are
+   * data-modifying WITH queries, which MikroORM's QueryBuilder does not build, and the values are bound as
+   * parameters. The final SELECT sees the table as it was before the statement (one snapshot), so the
+   * roles after are the ones before, plus those added or minus those removed. The row is the counter's,
+   * left-joined with the roles, so there is always one to carry `changed`.
+   */
+  async changeRoles(
+    change: "add" | "remove",
+    userId: string,
+    roleIds: string[],
+    action: string,
+    actorId: string,
+  ): Promise<{ changed: boolean; roles: RoleName[] }> {
+    const kysely = this.em.getKysely<RoleWriteDb>();
+    const shape = `${change}:${roleIds.length}`;
+    let statement = ROLE_CHANGES.get(shape);
+    if (statement === undefined) {
+      statement = roleChangeStatement(kysely, change, roleIds.length);
+      ROLE_CHANGES.set(shape, statement);
+    }
+    const now = Date.now();
+    const values: Record<string, unknown> = {
+      user: userId,
+      auditId: uuidv7(now),
+      action,
+      actor: actorId.toLowerCase(),
+      timestamp: new Date(now).toISOString(),
+    };
+    for (const [i, roleId] of roleIds.entries()) values[`role${i}`] = roleId;
+    const rows = await statement.execute(kysely, values);
+    return {
+      changed: rows[0]?.changed === true,
       roles: rows
         .filter((row) => row.id != null)
         .map((row) => ({ id: str(row.id), name: str(row.name) }))
@@ -329,6 +465,7 @@ class SqlStore implements Store {
   private readonly userRolesQueue = new Map<string, RolesWaiter[]>();
   private userRolesReads = 0;
   private userRolesFlushing = false;
+  private warnedNoCommitNotice = false;
 
   constructor(orm: Orm, database: DatabaseConfig, logger: Logger, pollIntervalMs: number) {
     this.orm = orm;
@@ -363,21 +500,45 @@ class SqlStore implements Store {
   }
 
   /**
-   * A write transaction, retried on conflicts; its revision is assigned by its last statement (see
-   * WriteContext.assignRevisions). SQLite subscribers hear of it after commit.
+   * A write transaction on its own fork, retried on conflicts, with the revision it committed at: on
+   * PostgreSQL the one its COMMIT announced (see CommitRevisions), on SQLite the counter read before COMMIT
+   * (role writes read it with their last statement already).
    */
+  private async transaction<T extends object>(
+    operation: string,
+    fn: (tx: WriteContext) => Promise<T & { revision?: Revision }>,
+  ): Promise<T & { revision: Revision }> {
+    const { outcome, revision, txid } = await withRetries(operation, this.logger, () =>
+      this.orm.em().transactional(async (em) => {
+        const tx = new WriteContext(em, this.dialect);
+        const outcome = await fn(tx);
+        if (this.dialect.kind === "postgres") return { outcome, revision: undefined, txid: tx.txid };
+        return { outcome, revision: outcome.revision ?? (await tx.assignedRevision()), txid: undefined };
+      }),
+    );
+    return { ...outcome, revision: revision ?? (await this.committedRevision(operation, txid)) };
+  }
+
+  /** What transaction `txid` committed at, from its NOTICE; without one, the counter now (no older). */
+  private async committedRevision(operation: string, txid: string | undefined): Promise<Revision> {
+    const announced = txid === undefined ? undefined : this.orm.commits?.take(txid);
+    if (announced !== undefined) return announced;
+    if (!this.warnedNoCommitNotice) {
+      this.warnedNoCommitNotice = true;
+      this.logger.warn(
+        { operation },
+        "PostgreSQL sent no revision NOTICE at COMMIT (does a proxy drop notices?): written_at is read after COMMIT instead, which may name a later revision",
+      );
+    }
+    return this.read(operation, readRevision);
+  }
+
+  /** A write (the transaction above); SQLite subscribers hear of it after COMMIT. */
   private async write<T extends object>(
     operation: string,
     fn: (tx: WriteContext) => Promise<T & { revision?: Revision }>,
   ): Promise<T & { revision: Revision }> {
-    const result = await withRetries(operation, this.logger, () =>
-      this.orm.em().transactional(async (em) => {
-        const tx = new WriteContext(em, this.dialect);
-        const outcome = await fn(tx);
-        // Role writes fetch the revision with their last read (rolesAndRevision); the others here.
-        return { ...outcome, revision: outcome.revision ?? (await tx.assignRevisions()) };
-      }),
-    );
+    const result = await this.transaction(operation, fn);
     for (const feed of this.pollingFeeds) void feed.poke();
     return result;
   }
@@ -543,6 +704,9 @@ class SqlStore implements Store {
     const user = userId.toLowerCase();
     return this.write("assignRole", async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
+      if (this.dialect.kind === "postgres") {
+        return tx.changeRoles("add", user, [role.id], `Assigned role ${role.name}`, actorId);
+      }
       const inserted = await tx.addRoles(user, [role.id]);
       if (inserted > 0) await tx.audit(`Assigned role ${role.name}`, user, actorId);
       return { changed: inserted > 0, ...(await tx.rolesAndRevision(user)) };
@@ -556,6 +720,9 @@ class SqlStore implements Store {
       if (role.id === ADMIN_ROLE_ID) {
         const admins = await tx.lockAdmins();
         if (admins.has(user) && admins.size === 1) throw new FailedPreconditionError(NO_ADMIN);
+      }
+      if (this.dialect.kind === "postgres") {
+        return tx.changeRoles("remove", user, [role.id], `Revoked role ${role.name}`, actorId);
       }
       const deleted = await tx.removeRoles(user, [role.id]);
       if (deleted > 0) await tx.audit(`Revoked role ${role.name}`, user, actorId);
@@ -599,91 +766,88 @@ class SqlStore implements Store {
   async importUsers(lines: readonly ImportLine[], actorId: string): Promise<ImportBatchResult> {
     const users = [...new Set(lines.map((line) => line.userId))];
     const actor = actorId.toLowerCase();
-    const result = await withRetries("import", this.logger, () =>
-      this.orm.em().transactional(async (em) => {
-        const tx = new WriteContext(em, this.dialect);
-        await tx.lockUsers(users);
-        const held = new Set(
+    const result = await this.transaction("import", async (tx) => {
+      const em = tx.em;
+      await tx.lockUsers(users);
+      const held = new Set(
+        (
+          await em
+            .createQueryBuilder(UserRole, "ur")
+            .select(["ur.userId", "ur.roleId"])
+            .where({ userId: { $in: users } })
+            .execute("all", true)
+        ).map((row) => `${str(row.userId)}:${str(row.roleId).toLowerCase()}`),
+      );
+      const now = Date.now();
+      const audits: { action: string; userId: string }[] = [];
+      const pairs: { userId: string; roleId: string }[] = [];
+      for (const line of lines) {
+        const key = `${line.userId}:${line.role.id}`;
+        if (held.has(key)) continue;
+        held.add(key);
+        pairs.push({ userId: line.userId, roleId: line.role.id });
+        audits.push({ action: `Assigned role ${line.role.name}`, userId: line.userId });
+      }
+      const wanted = new Map<string, { name?: string; organisation?: string }>();
+      for (const line of lines) {
+        if (line.name === undefined && line.organisation === undefined) continue;
+        const patch = wanted.get(line.userId) ?? {};
+        if (line.name !== undefined) patch.name = line.name;
+        if (line.organisation !== undefined) patch.organisation = line.organisation;
+        wanted.set(line.userId, patch);
+      }
+      const profiles: {
+        userId: string;
+        name: string;
+        organisation: string;
+        createdAt: Date;
+        updatedAt: Date;
+      }[] = [];
+      if (wanted.size > 0) {
+        const existing = new Map(
           (
             await em
-              .createQueryBuilder(UserRole, "ur")
-              .select(["ur.userId", "ur.roleId"])
-              .where({ userId: { $in: users } })
+              .createQueryBuilder(UserProfile, "p")
+              .select(["p.userId", "p.name", "p.organisation"])
+              .where({ userId: { $in: [...wanted.keys()] } })
               .execute("all", true)
-          ).map((row) => `${str(row.userId)}:${str(row.roleId).toLowerCase()}`),
+          ).map((row) => [str(row.userId), { name: str(row.name), organisation: str(row.organisation) }]),
         );
-        const now = Date.now();
-        const audits: { action: string; userId: string }[] = [];
-        const pairs: { userId: string; roleId: string }[] = [];
-        for (const line of lines) {
-          const key = `${line.userId}:${line.role.id}`;
-          if (held.has(key)) continue;
-          held.add(key);
-          pairs.push({ userId: line.userId, roleId: line.role.id });
-          audits.push({ action: `Assigned role ${line.role.name}`, userId: line.userId });
+        for (const [userId, patch] of wanted) {
+          const before = existing.get(userId);
+          const name = patch.name ?? before?.name ?? "";
+          const organisation = patch.organisation ?? before?.organisation ?? "";
+          if (before && before.name === name && before.organisation === organisation) continue;
+          profiles.push({ userId, name, organisation, createdAt: new Date(now), updatedAt: new Date(now) });
+          audits.push({ action: "Updated user profile", userId });
         }
-        const wanted = new Map<string, { name?: string; organisation?: string }>();
-        for (const line of lines) {
-          if (line.name === undefined && line.organisation === undefined) continue;
-          const patch = wanted.get(line.userId) ?? {};
-          if (line.name !== undefined) patch.name = line.name;
-          if (line.organisation !== undefined) patch.organisation = line.organisation;
-          wanted.set(line.userId, patch);
-        }
-        const profiles: {
-          userId: string;
-          name: string;
-          organisation: string;
-          createdAt: Date;
-          updatedAt: Date;
-        }[] = [];
-        if (wanted.size > 0) {
-          const existing = new Map(
-            (
-              await em
-                .createQueryBuilder(UserProfile, "p")
-                .select(["p.userId", "p.name", "p.organisation"])
-                .where({ userId: { $in: [...wanted.keys()] } })
-                .execute("all", true)
-            ).map((row) => [str(row.userId), { name: str(row.name), organisation: str(row.organisation) }]),
-          );
-          for (const [userId, patch] of wanted) {
-            const before = existing.get(userId);
-            const name = patch.name ?? before?.name ?? "";
-            const organisation = patch.organisation ?? before?.organisation ?? "";
-            if (before && before.name === name && before.organisation === organisation) continue;
-            profiles.push({ userId, name, organisation, createdAt: new Date(now), updatedAt: new Date(now) });
-            audits.push({ action: "Updated user profile", userId });
-          }
-        }
-        if (pairs.length > 0) {
-          await em.createQueryBuilder(UserRole).insert(pairs).onConflict().ignore().execute("run");
-        }
-        if (profiles.length > 0) {
-          // New profiles are inserted, existing ones keep created_at.
-          await em
-            .createQueryBuilder(UserProfile)
-            .insert(profiles)
-            .onConflict("userId")
-            .merge(["name", "organisation", "updatedAt"])
-            .execute("run");
-        }
-        if (audits.length > 0) {
-          await em.insertMany(
-            UserAudit,
-            audits.map((audit) => ({
-              id: uuidv7(now),
-              action: audit.action,
-              userId: audit.userId,
-              modifiedByUserId: actor,
-              timestamp: new Date(now),
-            })),
-          );
-        }
-        const revision = await tx.assignRevisions();
-        return { assigned: pairs.length, profiles: profiles.length, revision };
-      }),
-    );
+      }
+      if (pairs.length > 0) {
+        await em.createQueryBuilder(UserRole).insert(pairs).onConflict().ignore().execute("run");
+      }
+      if (profiles.length > 0) {
+        // New profiles are inserted, existing ones keep created_at.
+        await em
+          .createQueryBuilder(UserProfile)
+          .insert(profiles)
+          .onConflict("userId")
+          .merge(["name", "organisation", "updatedAt"])
+          .execute("run");
+      }
+      if (audits.length > 0) {
+        await em.insertMany(
+          UserAudit,
+          audits.map((audit) => ({
+            id: uuidv7(now),
+            action: audit.action,
+            userId: audit.userId,
+            modifiedByUserId: actor,
+            timestamp: new Date(now),
+          })),
+        );
+      }
+      return { assigned: pairs.length, profiles: profiles.length };
+    });
     if (result.assigned + result.profiles > 0) for (const feed of this.pollingFeeds) void feed.poke();
     return result;
   }

@@ -107,13 +107,15 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: adopting FLIP's database", () =
         "user_role_role_id_idx",
       ]),
     );
-    // INSERT, UPDATE, DELETE and TRUNCATE on each of the five tables FLIP's writers touch.
+    // INSERT, UPDATE, DELETE and TRUNCATE on each of the five tables FLIP's writers touch, and the commit
+    // trigger on a table of our own (the 20261202 migration).
     const tables = ["permission", "role_permission", "roles", "user_profile", "user_role"];
-    expect(triggers).toEqual(
-      tables.flatMap((table) =>
+    expect(triggers).toEqual([
+      "authz_pending_commit:authz_commit_revisions",
+      ...tables.flatMap((table) =>
         ["delete", "insert", "truncate", "update"].map((event) => `${table}:authz_${table}_${event}_log`),
       ),
-    );
+    ]);
   });
 
   it("the store reads FLIP's rows, including the custom role and permission", async () => {
