@@ -3,7 +3,8 @@
 // the server pinned to one core (taskset) and the load generator (h2load) to the other:
 //   ext_authz Check        vs a no-op grpc-js Check handler          target ≥ 0.9×
 //   /forward-auth (HTTP/1) vs a bare node:http handler answering 200  target ≥ 0.7×  (keep-alive, 64 in flight)
-// Each pair runs ROUNDS times alternately; the medians are compared. Self-contained: it needs only h2load.
+// Each pair runs ROUNDS times alternately, against servers started once; the medians are compared.
+// Self-contained: it needs only h2load.
 // BENCH_GUARD_ROUNDS (3), BENCH_GUARD_REQUESTS (30000); BENCH_GUARD_PROFILE=<dir> profiles the service.
 
 import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process";
@@ -217,22 +218,33 @@ export async function guardBench(say: (line?: string) => void): Promise<boolean>
     ...["-H", `authorization: ${authorization}`, `http://127.0.0.1:${port}/forward-auth`],
   ];
 
+  // Each server starts once (the first time a round needs it) and serves every round of every row that
+  // uses it: idle between its rounds, it takes nothing from the others' measurements.
+  const started = new Map<string, Promise<Ports & { child: ChildProcess }>>();
+  const serverFor = (mode: string) => {
+    let server = started.get(mode);
+    if (server === undefined) {
+      server = startServer(pin, mode, env);
+      started.set(mode, server);
+    }
+    return server;
+  };
+  const verified = new Set<(ports: Ports) => Promise<void>>();
   const measure = async (
     mode: string,
     load: (ports: Ports) => string[],
     verify?: (ports: Ports) => Promise<void>,
   ): Promise<Measured> => {
-    const server = await startServer(pin, mode, env);
-    try {
-      await verify?.(server);
-      await h2load(pin, load(server), Math.ceil(REQUESTS / 10)); // warm-up: JIT, caches
-      const cpuBefore = cpuSeconds(server.child.pid);
-      const rate = await h2load(pin, load(server), REQUESTS);
-      const cpu = cpuSeconds(server.child.pid) - cpuBefore;
-      return { rate, perCpuSecond: REQUESTS / cpu };
-    } finally {
-      await stopServer(server.child);
+    const server = await serverFor(mode);
+    if (verify && !verified.has(verify)) {
+      await verify(server);
+      verified.add(verify);
     }
+    await h2load(pin, load(server), Math.ceil(REQUESTS / 10)); // warm-up: JIT, caches, connections
+    const cpuBefore = cpuSeconds(server.child.pid);
+    const rate = await h2load(pin, load(server), REQUESTS);
+    const cpu = cpuSeconds(server.child.pid) - cpuBefore;
+    return { rate, perCpuSecond: REQUESTS / cpu };
   };
   const verifyCheck = async ({ grpcPort }: Ports) => {
     const user = await checkOnce(grpcPort, checkBytes);
@@ -274,31 +286,40 @@ export async function guardBench(say: (line?: string) => void): Promise<boolean>
   say();
   say("| scenario | measure | figure | reference | ratio | target | | each round's ratio |");
   say("|---|---|---|---|---|---|---|---|");
-  let passed = true;
-  for (const row of rows) {
-    const figures: Measured[] = [];
-    const references: Measured[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
-      references.push(await row.baseline());
-      figures.push(await row.run());
+  const measureRows = async (): Promise<boolean> => {
+    let passed = true;
+    for (const row of rows) {
+      const figures: Measured[] = [];
+      const references: Measured[] = [];
+      for (let round = 0; round < ROUNDS; round++) {
+        references.push(await row.baseline());
+        figures.push(await row.run());
+      }
+      for (const [measure, key] of [
+        ["req/s", "rate"],
+        ["req per CPU-second", "perCpuSecond"],
+      ] as const) {
+        const figure = median(figures.map((m) => m[key]));
+        const reference = median(references.map((m) => m[key]));
+        const ratio = figure / reference;
+        const verdict = ratio >= row.target ? "PASS" : "FAIL";
+        if (verdict === "FAIL" && key === "rate") passed = false;
+        const rounds = figures
+          .map((m, i) => (m[key] / (references[i]?.[key] ?? Number.NaN)).toFixed(2))
+          .join(" ");
+        say(
+          `| ${row.name} vs ${row.reference} | ${measure} | ${figure.toFixed(0)} | ${reference.toFixed(0)} | ${ratio.toFixed(2)} | ≥ ${row.target} | ${verdict} | ${rounds} |`,
+        );
+      }
     }
-    for (const [measure, key] of [
-      ["req/s", "rate"],
-      ["req per CPU-second", "perCpuSecond"],
-    ] as const) {
-      const figure = median(figures.map((m) => m[key]));
-      const reference = median(references.map((m) => m[key]));
-      const ratio = figure / reference;
-      const verdict = ratio >= row.target ? "PASS" : "FAIL";
-      if (verdict === "FAIL" && key === "rate") passed = false;
-      const rounds = figures
-        .map((m, i) => (m[key] / (references[i]?.[key] ?? Number.NaN)).toFixed(2))
-        .join(" ");
-      say(
-        `| ${row.name} vs ${row.reference} | ${measure} | ${figure.toFixed(0)} | ${reference.toFixed(0)} | ${ratio.toFixed(2)} | ≥ ${row.target} | ${verdict} | ${rounds} |`,
-      );
-    }
+    return passed;
+  };
+  try {
+    const passed = await measureRows();
+    say();
+    return passed;
+  } finally {
+    const servers = await Promise.allSettled(started.values());
+    for (const server of servers) if (server.status === "fulfilled") await stopServer(server.value.child);
   }
-  say();
-  return passed;
 }
