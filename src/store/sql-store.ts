@@ -899,15 +899,17 @@ class SqlStore implements Store {
         const missing = wanted.find((id) => !known.has(id));
         if (missing) throw new NotFoundError(`role ${missing} not found`);
       }
-      const admins = wanted.includes(ADMIN_ROLE_ID) ? null : await tx.lockAdmins();
       const current = new Set((await tx.userRoles(user)).map((role) => role.id));
       const toRemove = [...current].filter((id) => !wanted.includes(id));
       const toAdd = wanted.filter((id) => !current.has(id));
       if (toRemove.length === 0 && toAdd.length === 0) {
         return { changed: false, ...(await tx.rolesAndRevision(user)) };
       }
-      if (admins && toRemove.includes(ADMIN_ROLE_ID) && admins.size === 1 && admins.has(user)) {
-        throw new FailedPreconditionError(NO_ADMIN);
+      // Only taking Admin away can leave no Admin; then the holders are locked (and counted) first, so
+      // racing removals queue. Other calls do not touch those rows (the user's own lock keeps `current` true).
+      if (toRemove.includes(ADMIN_ROLE_ID)) {
+        const admins = await tx.lockAdmins();
+        if (admins.size === 1 && admins.has(user)) throw new FailedPreconditionError(NO_ADMIN);
       }
       await tx.removeRoles(user, toRemove);
       await tx.addRoles(user, toAdd);
