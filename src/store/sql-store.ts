@@ -126,6 +126,100 @@ async function readUserRoles(em: SqlEntityManager, userId: string): Promise<Role
 /** The tables a role write's one statement touches on PostgreSQL (WriteContext.changeRoles). */
 type RoleWriteDb = InferKyselyDB<typeof UserRole | typeof UserAudit | typeof Role | typeof RevisionCounter>;
 
+interface HeldRoleRow {
+  known: boolean;
+  id: string;
+  name: string;
+}
+
+/**
+ * SetUserRoles' read (PostgreSQL), after the user's lock, built on first use: the wanted roles that exist
+ * (`known`) and the roles the user holds, with their names, as one array parameter each way.
+ */
+let ROLES_WANTED_AND_HELD: ReusedStatement<"user" | "wanted", HeldRoleRow> | undefined;
+
+/**
+ * SetUserRoles' write (PostgreSQL), built on first use: the pairs to remove and to add (arrays), the audit
+ * row, and the user's roles after, from the statement's one snapshot (held before, minus removed, plus added).
+ */
+let REPLACE_ROLES:
+  | ReusedStatement<"user" | "remove" | "add" | "auditId" | "action" | "actor" | "timestamp", RoleChangeRow>
+  | undefined;
+
+function heldRolesStatement(kysely: Kysely<RoleWriteDb>): NonNullable<typeof ROLES_WANTED_AND_HELD> {
+  return new ReusedStatement(
+    (value) =>
+      kysely
+        .selectFrom("roles as r")
+        .select((eb) => [eb.lit(true).$castTo<boolean>().as("known"), "r.id", "r.name"])
+        .where((eb) => eb("r.id", "=", eb.fn.any(eb.val(value("wanted") as unknown as string[]))))
+        .unionAll((eb) =>
+          eb
+            .selectFrom("user_role as ur")
+            .innerJoin("roles as hr", "hr.id", "ur.role_id")
+            .select((inner) => [inner.lit(false).$castTo<boolean>().as("known"), "hr.id", "hr.name"])
+            .where("ur.user_id", "=", value("user")),
+        ) as unknown as Compilable<HeldRoleRow>,
+  );
+}
+function replaceRolesStatement(kysely: Kysely<RoleWriteDb>): NonNullable<typeof REPLACE_ROLES> {
+  return new ReusedStatement((value) => {
+    const user = value("user");
+    const remove = value("remove") as unknown as string[];
+    const add = value("add") as unknown as string[];
+    return kysely
+      .with("removed", (db) =>
+        db
+          .deleteFrom("user_role")
+          .where("user_id", "=", user)
+          .where((eb) => eb("role_id", "=", eb.fn.any(eb.val(remove))))
+          .returning("role_id"),
+      )
+      .with("added", (db) =>
+        db
+          .insertInto("user_role")
+          .columns(["user_id", "role_id"])
+          .expression((eb) =>
+            eb
+              .selectFrom("roles as r")
+              .select([eb.cast<string>(eb.val(user), "uuid").as("user_id"), "r.id as role_id"])
+              .where((w) => w("r.id", "=", w.fn.any(w.val(add)))),
+          )
+          .onConflict((conflict) => conflict.doNothing())
+          .returning("role_id"),
+      )
+      .with("audited", (db) =>
+        db.insertInto("users_audit").values((eb) => ({
+          id: eb.cast<string>(eb.val(value("auditId")), "uuid"),
+          action: value("action"),
+          user_id: eb.cast<string>(eb.val(user), "uuid"),
+          modified_by_user_id: eb.cast<string>(eb.val(value("actor")), "uuid"),
+          timestamp: eb.cast<Date>(eb.val(value("timestamp")), "timestamptz"),
+        })),
+      )
+      .selectFrom("authz_revision as c")
+      .leftJoin(
+        (eb) =>
+          eb
+            .selectFrom("roles as r")
+            .select(["r.id", "r.name"])
+            .where((w) =>
+              w.or([
+                w.and([
+                  w("r.id", "in", w.selectFrom("user_role").select("role_id").where("user_id", "=", user)),
+                  w.not(w("r.id", "in", w.selectFrom("removed").select("role_id"))),
+                ]),
+                w("r.id", "in", w.selectFrom("added").select("role_id")),
+              ]),
+            )
+            .as("ur"),
+        (join) => join.onTrue(),
+      )
+      .select((eb) => [eb.lit(true).$castTo<boolean>().as("changed"), "ur.id", "ur.name"])
+      .where("c.id", "=", 1) as unknown as Compilable<RoleChangeRow>;
+  });
+}
+
 /** The tables UpdateProfile's one statement touches on PostgreSQL (WriteContext.writeProfile). */
 type ProfileWriteDb = InferKyselyDB<typeof UserProfile | typeof UserAudit>;
 
@@ -530,6 +624,51 @@ class WriteContext {
     };
   }
 
+  /**
+   * PostgreSQL, after lockUser: SetUserRoles in two statements built once (see heldRolesStatement and
+   * replaceRolesStatement): which wanted roles exist and which the user holds, then, when something
+   * changes, the removals, additions and audit row with the roles after. Taking Admin away locks and counts
+   * the Admin holders in between, as on SQLite.
+   */
+  async replaceRoles(
+    userId: string,
+    wanted: string[],
+    actorId: string,
+  ): Promise<{ changed: boolean; roles: RoleName[] }> {
+    const kysely = this.em.getKysely<RoleWriteDb>();
+    ROLES_WANTED_AND_HELD ??= heldRolesStatement(kysely);
+    const rows = await ROLES_WANTED_AND_HELD.execute(kysely, { user: userId, wanted });
+    const known = new Set(rows.filter((row) => row.known).map((row) => str(row.id)));
+    const missing = wanted.find((id) => !known.has(id));
+    if (missing) throw new NotFoundError(`role ${missing} not found`);
+    const held = rows.filter((row) => !row.known).map((row) => ({ id: str(row.id), name: str(row.name) }));
+    const toRemove = held.filter((role) => !wanted.includes(role.id)).map((role) => role.id);
+    const toAdd = wanted.filter((id) => !held.some((role) => role.id === id));
+    if (toRemove.length === 0 && toAdd.length === 0) return { changed: false, roles: held.sort(byName) };
+    if (toRemove.includes(ADMIN_ROLE_ID)) {
+      const admins = await this.lockAdmins();
+      if (admins.size === 1 && admins.has(userId)) throw new FailedPreconditionError(NO_ADMIN);
+    }
+    REPLACE_ROLES ??= replaceRolesStatement(kysely);
+    const now = Date.now();
+    const after = await REPLACE_ROLES.execute(kysely, {
+      user: userId,
+      remove: toRemove,
+      add: toAdd,
+      auditId: uuidv7(now),
+      action: "Updated user roles",
+      actor: actorId.toLowerCase(),
+      timestamp: new Date(now).toISOString(),
+    });
+    return {
+      changed: true,
+      roles: after
+        .filter((row) => row.id != null)
+        .map((row) => ({ id: str(row.id), name: str(row.name) }))
+        .sort(byName),
+    };
+  }
+
   /** A role by id, or NotFoundError. */
   async role(roleId: string): Promise<RoleName> {
     const role = await this.em.findOne(Role, { id: roleId }, { fields: ["id", "name"] });
@@ -893,6 +1032,7 @@ class SqlStore implements Store {
     const wanted = [...new Set(roleIds.map((id) => id.toLowerCase()))];
     return this.write("setUserRoles", async (tx) => {
       await tx.lockUser(user);
+      if (this.dialect.kind === "postgres") return tx.replaceRoles(user, wanted, actorId);
       if (wanted.length > 0) {
         const found = await tx.em.find(Role, { id: { $in: wanted } }, { fields: ["id"] });
         const known = new Set(found.map((role) => str(role.id)));
