@@ -37,8 +37,8 @@ const IMPORT_GOAL = 5000;
 const WARMUP = 300;
 
 /**
- * One AssignRole as the store sends it on PostgreSQL (src/store/sql-store.ts: lockUserAndRole, then
- * changeRoles, between MikroORM's BEGIN and COMMIT), with a random new user: pgbench running it shows what
+ * One AssignRole as the store sends it on PostgreSQL (src/store/postgres-writes.ts: LOCK_USER_AND_ROLE,
+ * then CHANGE_ROLES, between MikroORM's BEGIN and COMMIT), with a random new user: pgbench running it shows what
  * PostgreSQL itself allows for the service's statements, its change log included. Keep in step with the store.
  */
 const PGBENCH_USER = "('00000000-0000-4fff-8000-' || lpad(to_hex(:n::bigint), 12, '0'))";
@@ -46,18 +46,23 @@ const SERVICE_ASSIGN_ROLE = `\\set n random(1, 1000000000000)
 BEGIN;
 SELECT r.id, r.name, pg_advisory_xact_lock(17221, hashtext(${PGBENCH_USER})) AS locked,
   authz_defer_revisions() AS txid FROM roles AS r WHERE r.id = '10b64ed0-bc90-4c01-9cc3-933c704905c1';
-WITH changed AS (
-  INSERT INTO user_role (user_id, role_id) VALUES (${PGBENCH_USER}::uuid, '10b64ed0-bc90-4c01-9cc3-933c704905c1')
+WITH removed AS (
+  DELETE FROM user_role WHERE user_id = ${PGBENCH_USER}::uuid AND role_id = any('{}') RETURNING role_id),
+added AS (
+  INSERT INTO user_role (user_id, role_id)
+  SELECT ${PGBENCH_USER}::uuid, r.id FROM roles AS r WHERE r.id = any('{10b64ed0-bc90-4c01-9cc3-933c704905c1}')
   ON CONFLICT DO NOTHING RETURNING role_id),
 audited AS (
   INSERT INTO users_audit (id, action, user_id, modified_by_user_id, "timestamp")
   SELECT gen_random_uuid(), 'Assigned role Researcher', ${PGBENCH_USER}::uuid,
     '00000000-0000-0000-0000-000000000000'::uuid, now()
-  FROM changed LIMIT 1)
-SELECT EXISTS (SELECT role_id FROM changed) AS changed, ur.id, ur.name FROM authz_revision AS c
+  WHERE EXISTS (SELECT role_id FROM removed) OR EXISTS (SELECT role_id FROM added))
+SELECT (EXISTS (SELECT role_id FROM removed) OR EXISTS (SELECT role_id FROM added)) AS changed, ur.id, ur.name
+  FROM authz_revision AS c
   LEFT JOIN (SELECT r.id, r.name FROM roles AS r
-    WHERE r.id IN (SELECT role_id FROM user_role WHERE user_id = ${PGBENCH_USER}::uuid)
-       OR r.id IN (SELECT role_id FROM changed)) AS ur ON true
+    WHERE (r.id IN (SELECT role_id FROM user_role WHERE user_id = ${PGBENCH_USER}::uuid)
+           AND NOT r.id IN (SELECT role_id FROM removed))
+       OR r.id IN (SELECT role_id FROM added)) AS ur ON true
   WHERE c.id = 1;
 COMMIT;
 `;

@@ -1,14 +1,13 @@
 // The Store (src/authz/store.ts) over MikroORM on PostgreSQL or SQLite, through the entities of
 // entities.ts: em.find/findOne, em.insert/nativeUpdate/nativeDelete and the QueryBuilder typed by the entity
 // definitions (em.getKysely(), typed from the entities' tables, for the batched userRoles lookup of the cold
-// path and, on PostgreSQL, AssignRole's and RevokeRole's two statements, built once: reused-statement.ts),
-// a fresh EntityManager fork per operation, every write in one em.transactional with its users_audit row,
-// its revision assigned inside its COMMIT on PostgreSQL (the 20261202 migration). Raw SQL is left only where MikroORM has no API for the thing (advisory locks, the ping),
-// each place saying so.
+// path and, on PostgreSQL, the writes' one-round-trip statements of postgres-writes.ts), a fresh
+// EntityManager fork per operation, every write in one em.transactional with its users_audit row, its
+// revision assigned inside its COMMIT on PostgreSQL (the 20261202 migration). Raw SQL is left only where
+// MikroORM has no API for the thing (advisory locks, the ping), each place saying so.
 
 import { LockMode, raw, sql } from "@mikro-orm/core";
-import type { InferKyselyDB, Kysely, SqlEntityManager } from "@mikro-orm/sql";
-import type { Compilable } from "kysely";
+import type { InferKyselyDB, SqlEntityManager } from "@mikro-orm/sql";
 import { FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
 import { isUuid } from "../authz/ids.ts";
@@ -51,7 +50,13 @@ import { type Logger, silentLogger } from "./logger.ts";
 import { runMigrations } from "./migrate.ts";
 import { AUDIT_TIME_POSTGRES } from "./migrations/20261130-flip-schema.ts";
 import { createOrm, type Dialect, type Orm, toDate } from "./orm.ts";
-import { ReusedStatement } from "./reused-statement.ts";
+import {
+  type AuditValues,
+  CHANGE_ROLES,
+  LOCK_USER_AND_ROLE,
+  ROLES_WANTED_AND_HELD,
+  WRITE_PROFILE,
+} from "./postgres-writes.ts";
 import { uuidv7 } from "./uuid7.ts";
 
 export interface OpenStoreOptions {
@@ -123,312 +128,6 @@ async function readUserRoles(em: SqlEntityManager, userId: string): Promise<Role
   return rows.map((row) => ({ id: str(row.id), name: str(row.name) })).sort(byName);
 }
 
-/** The tables a role write's one statement touches on PostgreSQL (WriteContext.changeRoles). */
-type RoleWriteDb = InferKyselyDB<typeof UserRole | typeof UserAudit | typeof Role | typeof RevisionCounter>;
-
-interface HeldRoleRow {
-  known: boolean;
-  id: string;
-  name: string;
-}
-
-/**
- * SetUserRoles' read (PostgreSQL), after the user's lock, built on first use: the wanted roles that exist
- * (`known`) and the roles the user holds, with their names, as one array parameter each way.
- */
-let ROLES_WANTED_AND_HELD: ReusedStatement<"user" | "wanted", HeldRoleRow> | undefined;
-
-/**
- * SetUserRoles' write (PostgreSQL), built on first use: the pairs to remove and to add (arrays), the audit
- * row, and the user's roles after, from the statement's one snapshot (held before, minus removed, plus added).
- */
-let REPLACE_ROLES:
-  | ReusedStatement<"user" | "remove" | "add" | "auditId" | "action" | "actor" | "timestamp", RoleChangeRow>
-  | undefined;
-
-function heldRolesStatement(kysely: Kysely<RoleWriteDb>): NonNullable<typeof ROLES_WANTED_AND_HELD> {
-  return new ReusedStatement(
-    (value) =>
-      kysely
-        .selectFrom("roles as r")
-        .select((eb) => [eb.lit(true).$castTo<boolean>().as("known"), "r.id", "r.name"])
-        .where((eb) => eb("r.id", "=", eb.fn.any(eb.val(value("wanted") as unknown as string[]))))
-        .unionAll((eb) =>
-          eb
-            .selectFrom("user_role as ur")
-            .innerJoin("roles as hr", "hr.id", "ur.role_id")
-            .select((inner) => [inner.lit(false).$castTo<boolean>().as("known"), "hr.id", "hr.name"])
-            .where("ur.user_id", "=", value("user")),
-        ) as unknown as Compilable<HeldRoleRow>,
-  );
-}
-function replaceRolesStatement(kysely: Kysely<RoleWriteDb>): NonNullable<typeof REPLACE_ROLES> {
-  return new ReusedStatement((value) => {
-    const user = value("user");
-    const remove = value("remove") as unknown as string[];
-    const add = value("add") as unknown as string[];
-    return kysely
-      .with("removed", (db) =>
-        db
-          .deleteFrom("user_role")
-          .where("user_id", "=", user)
-          .where((eb) => eb("role_id", "=", eb.fn.any(eb.val(remove))))
-          .returning("role_id"),
-      )
-      .with("added", (db) =>
-        db
-          .insertInto("user_role")
-          .columns(["user_id", "role_id"])
-          .expression((eb) =>
-            eb
-              .selectFrom("roles as r")
-              .select([eb.cast<string>(eb.val(user), "uuid").as("user_id"), "r.id as role_id"])
-              .where((w) => w("r.id", "=", w.fn.any(w.val(add)))),
-          )
-          .onConflict((conflict) => conflict.doNothing())
-          .returning("role_id"),
-      )
-      .with("audited", (db) =>
-        db.insertInto("users_audit").values((eb) => ({
-          id: eb.cast<string>(eb.val(value("auditId")), "uuid"),
-          action: value("action"),
-          user_id: eb.cast<string>(eb.val(user), "uuid"),
-          modified_by_user_id: eb.cast<string>(eb.val(value("actor")), "uuid"),
-          timestamp: eb.cast<Date>(eb.val(value("timestamp")), "timestamptz"),
-        })),
-      )
-      .selectFrom("authz_revision as c")
-      .leftJoin(
-        (eb) =>
-          eb
-            .selectFrom("roles as r")
-            .select(["r.id", "r.name"])
-            .where((w) =>
-              w.or([
-                w.and([
-                  w("r.id", "in", w.selectFrom("user_role").select("role_id").where("user_id", "=", user)),
-                  w.not(w("r.id", "in", w.selectFrom("removed").select("role_id"))),
-                ]),
-                w("r.id", "in", w.selectFrom("added").select("role_id")),
-              ]),
-            )
-            .as("ur"),
-        (join) => join.onTrue(),
-      )
-      .select((eb) => [eb.lit(true).$castTo<boolean>().as("changed"), "ur.id", "ur.name"])
-      .where("c.id", "=", 1) as unknown as Compilable<RoleChangeRow>;
-  });
-}
-
-/** The tables UpdateProfile's one statement touches on PostgreSQL (WriteContext.writeProfile). */
-type ProfileWriteDb = InferKyselyDB<typeof UserProfile | typeof UserAudit>;
-
-interface ProfileRow {
-  changed: boolean;
-  user_id: string;
-  name: string;
-  organisation: string;
-  created_at: unknown;
-  updated_at: unknown;
-}
-
-/**
- * WriteContext.writeProfile's statement (PostgreSQL), built on first use: the profile upserted with the
- * fields given (a NULL `name` or `organisation` keeps the stored one; a new row gets ''), updated only when
- * a field differs, its audit row when it was written, and the row as it is after the statement: the one
- * written, or else the one that was there (both seen from the statement's one snapshot).
- */
-let WRITE_PROFILE:
-  | ReusedStatement<"user" | "name" | "organisation" | "now" | "auditId" | "actor", ProfileRow>
-  | undefined;
-
-function profileStatement(kysely: Kysely<ProfileWriteDb>): NonNullable<typeof WRITE_PROFILE> {
-  return new ReusedStatement((value) => {
-    const user = value("user");
-    const now = value("now");
-    return kysely
-      .with("before", (db) =>
-        db
-          .selectFrom("user_profile")
-          .select(["user_id", "name", "organisation", "created_at", "updated_at"])
-          .where("user_id", "=", user),
-      )
-      .with("written", (db) =>
-        db
-          .insertInto("user_profile")
-          .values((eb) => ({
-            user_id: user,
-            name: eb.fn.coalesce(eb.cast<string>(eb.val(value("name")), "varchar"), eb.val("")),
-            organisation: eb.fn.coalesce(
-              eb.cast<string>(eb.val(value("organisation")), "varchar"),
-              eb.val(""),
-            ),
-            created_at: eb.cast<Date>(eb.val(now), "timestamptz"),
-            updated_at: eb.cast<Date>(eb.val(now), "timestamptz"),
-          }))
-          .onConflict((conflict) =>
-            conflict
-              .column("user_id")
-              .doUpdateSet((eb) => ({
-                name: eb.fn.coalesce(
-                  eb.cast<string>(eb.val(value("name")), "varchar"),
-                  eb.ref("user_profile.name"),
-                ),
-                organisation: eb.fn.coalesce(
-                  eb.cast<string>(eb.val(value("organisation")), "varchar"),
-                  eb.ref("user_profile.organisation"),
-                ),
-                updated_at: eb.cast<Date>(eb.val(now), "timestamptz"),
-              }))
-              .where((eb) =>
-                eb.or([
-                  eb(
-                    eb.fn.coalesce(
-                      eb.cast<string>(eb.val(value("name")), "varchar"),
-                      eb.ref("user_profile.name"),
-                    ),
-                    "is distinct from",
-                    eb.ref("user_profile.name"),
-                  ),
-                  eb(
-                    eb.fn.coalesce(
-                      eb.cast<string>(eb.val(value("organisation")), "varchar"),
-                      eb.ref("user_profile.organisation"),
-                    ),
-                    "is distinct from",
-                    eb.ref("user_profile.organisation"),
-                  ),
-                ]),
-              ),
-          )
-          .returning(["user_id", "name", "organisation", "created_at", "updated_at"]),
-      )
-      .with("audited", (db) =>
-        db
-          .insertInto("users_audit")
-          .columns(["id", "action", "user_id", "modified_by_user_id", "timestamp"])
-          .expression((eb) =>
-            eb
-              .selectFrom("written")
-              .select([
-                eb.cast<string>(eb.val(value("auditId")), "uuid").as("id"),
-                eb.val("Updated user profile").as("action"),
-                eb.cast<string>(eb.val(user), "uuid").as("user_id"),
-                eb.cast<string>(eb.val(value("actor")), "uuid").as("modified_by_user_id"),
-                eb.cast<Date>(eb.val(now), "timestamptz").as("timestamp"),
-              ]),
-          ),
-      )
-      .selectFrom("written")
-      .select((eb) => [
-        eb.lit(true).$castTo<boolean>().as("changed"),
-        "user_id",
-        "name",
-        "organisation",
-        "created_at",
-        "updated_at",
-      ])
-      .unionAll((eb) =>
-        eb
-          .selectFrom("before")
-          .select((inner) => [
-            inner.lit(false).$castTo<boolean>().as("changed"),
-            "user_id",
-            "name",
-            "organisation",
-            "created_at",
-            "updated_at",
-          ])
-          .where((inner) => inner.not(inner.exists(inner.selectFrom("written").select("user_id")))),
-      ) as unknown as Compilable<ProfileRow>;
-  });
-}
-
-interface LockedRoleRow {
-  id: string;
-  name: string;
-  txid: string;
-}
-
-/** lockUserAndRole's statement (PostgreSQL), built on first use. */
-let LOCK_USER_AND_ROLE: ReusedStatement<"user" | "role", LockedRoleRow> | undefined;
-
-/** changeRoles' statements, by change and number of roles, built on first use. */
-const ROLE_CHANGES = new Map<string, ReusedStatement<string, RoleChangeRow>>();
-
-interface RoleChangeRow {
-  changed: boolean;
-  id: string | null;
-  name: string | null;
-}
-
-/** The statement of WriteContext.changeRoles for `count` roles, named values `user`, `role<i>`, `auditId`, …. */
-function roleChangeStatement(
-  kysely: Kysely<RoleWriteDb>,
-  change: "add" | "remove",
-  count: number,
-): ReusedStatement<string, RoleChangeRow> {
-  return new ReusedStatement<string, RoleChangeRow>((value) => {
-    const user = value("user");
-    const roles = Array.from({ length: count }, (_, i) => value(`role${i}`));
-    return kysely
-      .with("changed", (db) =>
-        change === "add"
-          ? db
-              .insertInto("user_role")
-              .values(roles.map((role) => ({ user_id: user, role_id: role })))
-              .onConflict((conflict) => conflict.doNothing())
-              .returning("role_id")
-          : db
-              .deleteFrom("user_role")
-              .where("user_id", "=", user)
-              .where("role_id", "in", roles)
-              .returning("role_id"),
-      )
-      .with("audited", (db) =>
-        db
-          .insertInto("users_audit")
-          .columns(["id", "action", "user_id", "modified_by_user_id", "timestamp"])
-          .expression((eb) =>
-            eb
-              .selectFrom("changed")
-              .select([
-                eb.cast<string>(eb.val(value("auditId")), "uuid").as("id"),
-                eb.val(value("action")).as("action"),
-                eb.cast<string>(eb.val(user), "uuid").as("user_id"),
-                eb.cast<string>(eb.val(value("actor")), "uuid").as("modified_by_user_id"),
-                eb.cast<Date>(eb.val(value("timestamp")), "timestamptz").as("timestamp"),
-              ])
-              .limit(1),
-          ),
-      )
-      .selectFrom("authz_revision as c")
-      .leftJoin(
-        (eb) =>
-          eb
-            .selectFrom("roles as r")
-            .select(["r.id", "r.name"])
-            .where((w) => {
-              const before = w(
-                "r.id",
-                "in",
-                w.selectFrom("user_role").select("role_id").where("user_id", "=", user),
-              );
-              const changed = w("r.id", "in", w.selectFrom("changed").select("role_id"));
-              return change === "add" ? w.or([before, changed]) : w.and([before, w.not(changed)]);
-            })
-            .as("ur"),
-        (join) => join.onTrue(),
-      )
-      .select((eb) => [
-        eb.exists(eb.selectFrom("changed").select("role_id")).as("changed"),
-        "ur.id",
-        "ur.name",
-      ])
-      .where("c.id", "=", 1) as unknown as Compilable<RoleChangeRow>;
-  });
-}
-
 /** One transaction of a role or profile write. */
 class WriteContext {
   readonly em: SqlEntityManager;
@@ -493,30 +192,15 @@ class WriteContext {
 
   /**
    * lockUser and role(roleId) in one statement (one round trip fewer per write). PostgreSQL: the role's row
-   * with the lock and the request as extra columns, through em.getKysely() (functions by name, which
-   * MikroORM's QueryBuilder has only as raw SQL), built once; when the role does not exist no lock is taken,
-   * but the write fails anyway.
+   * with the lock and the request as extra columns (postgres-writes.ts); when the role does not exist no
+   * lock is taken, but the write fails anyway.
    */
   async lockUserAndRole(userId: string, roleId: string): Promise<RoleName> {
     if (this.dialect.kind !== "postgres") {
       await this.lockUser(userId);
       return this.role(roleId);
     }
-    const kysely = this.em.getKysely<RoleWriteDb>();
-    LOCK_USER_AND_ROLE ??= new ReusedStatement<"user" | "role", LockedRoleRow>((value) =>
-      kysely
-        .selectFrom("roles as r")
-        .select((eb) => [
-          "r.id",
-          "r.name",
-          eb
-            .fn("pg_advisory_xact_lock", [eb.val(17221), eb.fn("hashtext", [eb.val(value("user"))])])
-            .as("locked"),
-          eb.fn("authz_defer_revisions").as("txid"),
-        ])
-        .where("r.id", "=", value("role")),
-    );
-    const rows = await LOCK_USER_AND_ROLE.execute(kysely, { user: userId, role: roleId });
+    const rows = await LOCK_USER_AND_ROLE.execute(this.em.getKysely(), { user: userId, role: roleId });
     const row = rows[0];
     if (!row) throw new NotFoundError(`role ${roleId} not found`);
     this.txid = str(row.txid);
@@ -548,39 +232,33 @@ class WriteContext {
     };
   }
 
+  /** The values of a writing statement's audit row (postgres-writes.ts), stamped now. */
+  #audit(userId: string, actorId: string): AuditValues {
+    const now = Date.now();
+    return {
+      user: userId,
+      auditId: uuidv7(now),
+      actor: actorId.toLowerCase(),
+      now: new Date(now).toISOString(),
+    };
+  }
+
   /**
-   * PostgreSQL: adds (or removes) the user's pairs with these roles, writes the audit row when one changed,
-   * and reads the user's roles after it, in one statement (one round trip where addRoles or removeRoles,
-   * audit and rolesAndRevision take three). Through em.getKysely(): the inserts and the delete are
-   * data-modifying WITH queries, which MikroORM's QueryBuilder does not build, and the values are bound as
-   * parameters. The final SELECT sees the table as it was before the statement (one snapshot), so the
-   * roles after are the ones before, plus those added or minus those removed. The row is the counter's,
-   * left-joined with the roles, so there is always one to carry `changed`.
+   * PostgreSQL, after the user's lock: removes and adds the user's pairs with these roles, audited as
+   * `action` when a pair changed, and reads the roles after, in one statement (CHANGE_ROLES).
    */
   async changeRoles(
-    change: "add" | "remove",
     userId: string,
-    roleIds: string[],
+    change: { remove?: string[]; add?: string[] },
     action: string,
     actorId: string,
   ): Promise<{ changed: boolean; roles: RoleName[] }> {
-    const kysely = this.em.getKysely<RoleWriteDb>();
-    const shape = `${change}:${roleIds.length}`;
-    let statement = ROLE_CHANGES.get(shape);
-    if (statement === undefined) {
-      statement = roleChangeStatement(kysely, change, roleIds.length);
-      ROLE_CHANGES.set(shape, statement);
-    }
-    const now = Date.now();
-    const values: Record<string, unknown> = {
-      user: userId,
-      auditId: uuidv7(now),
+    const rows = await CHANGE_ROLES.execute(this.em.getKysely(), {
+      ...this.#audit(userId, actorId),
+      remove: change.remove ?? [],
+      add: change.add ?? [],
       action,
-      actor: actorId.toLowerCase(),
-      timestamp: new Date(now).toISOString(),
-    };
-    for (const [i, roleId] of roleIds.entries()) values[`role${i}`] = roleId;
-    const rows = await statement.execute(kysely, values);
+    });
     return {
       changed: rows[0]?.changed === true,
       roles: rows
@@ -590,26 +268,16 @@ class WriteContext {
     };
   }
 
-  /**
-   * PostgreSQL, after lockUser: the profile patch, its audit row when something changed, and the profile
-   * after it, in one statement (one round trip where reading, writing and auditing take three); through
-   * em.getKysely(), built once (see profileStatement).
-   */
+  /** PostgreSQL, after lockUser: the profile patch, audited when it changed something (WRITE_PROFILE). */
   async writeProfile(
     userId: string,
     patch: ProfilePatch,
     actorId: string,
   ): Promise<{ changed: boolean; profile: ProfileRecord }> {
-    const kysely = this.em.getKysely<ProfileWriteDb>();
-    WRITE_PROFILE ??= profileStatement(kysely);
-    const now = Date.now();
-    const [row] = await WRITE_PROFILE.execute(kysely, {
-      user: userId,
+    const [row] = await WRITE_PROFILE.execute(this.em.getKysely(), {
+      ...this.#audit(userId, actorId),
       name: patch.name ?? null,
       organisation: patch.organisation ?? null,
-      now: new Date(now).toISOString(),
-      auditId: uuidv7(now),
-      actor: actorId.toLowerCase(),
     });
     if (!row) throw new Error("updateProfile: the statement returned no row");
     return {
@@ -625,48 +293,28 @@ class WriteContext {
   }
 
   /**
-   * PostgreSQL, after lockUser: SetUserRoles in two statements built once (see heldRolesStatement and
-   * replaceRolesStatement): which wanted roles exist and which the user holds, then, when something
-   * changes, the removals, additions and audit row with the roles after. Taking Admin away locks and counts
-   * the Admin holders in between, as on SQLite.
+   * PostgreSQL, after lockUser: SetUserRoles in two statements: which wanted roles exist and which the user
+   * holds (ROLES_WANTED_AND_HELD), then, when something changes, changeRoles. Taking Admin away locks and
+   * counts the Admin holders in between, as on SQLite.
    */
   async replaceRoles(
     userId: string,
     wanted: string[],
     actorId: string,
   ): Promise<{ changed: boolean; roles: RoleName[] }> {
-    const kysely = this.em.getKysely<RoleWriteDb>();
-    ROLES_WANTED_AND_HELD ??= heldRolesStatement(kysely);
-    const rows = await ROLES_WANTED_AND_HELD.execute(kysely, { user: userId, wanted });
+    const rows = await ROLES_WANTED_AND_HELD.execute(this.em.getKysely(), { user: userId, wanted });
     const known = new Set(rows.filter((row) => row.known).map((row) => str(row.id)));
     const missing = wanted.find((id) => !known.has(id));
     if (missing) throw new NotFoundError(`role ${missing} not found`);
     const held = rows.filter((row) => !row.known).map((row) => ({ id: str(row.id), name: str(row.name) }));
-    const toRemove = held.filter((role) => !wanted.includes(role.id)).map((role) => role.id);
-    const toAdd = wanted.filter((id) => !held.some((role) => role.id === id));
-    if (toRemove.length === 0 && toAdd.length === 0) return { changed: false, roles: held.sort(byName) };
-    if (toRemove.includes(ADMIN_ROLE_ID)) {
+    const remove = held.filter((role) => !wanted.includes(role.id)).map((role) => role.id);
+    const add = wanted.filter((id) => !held.some((role) => role.id === id));
+    if (remove.length === 0 && add.length === 0) return { changed: false, roles: held.sort(byName) };
+    if (remove.includes(ADMIN_ROLE_ID)) {
       const admins = await this.lockAdmins();
       if (admins.size === 1 && admins.has(userId)) throw new FailedPreconditionError(NO_ADMIN);
     }
-    REPLACE_ROLES ??= replaceRolesStatement(kysely);
-    const now = Date.now();
-    const after = await REPLACE_ROLES.execute(kysely, {
-      user: userId,
-      remove: toRemove,
-      add: toAdd,
-      auditId: uuidv7(now),
-      action: "Updated user roles",
-      actor: actorId.toLowerCase(),
-      timestamp: new Date(now).toISOString(),
-    });
-    return {
-      changed: true,
-      roles: after
-        .filter((row) => row.id != null)
-        .map((row) => ({ id: str(row.id), name: str(row.name) }))
-        .sort(byName),
-    };
+    return this.changeRoles(userId, { remove, add }, "Updated user roles", actorId);
   }
 
   /** A role by id, or NotFoundError. */
@@ -1002,7 +650,7 @@ class SqlStore implements Store {
     return this.write("assignRole", async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       if (this.dialect.kind === "postgres") {
-        return tx.changeRoles("add", user, [role.id], `Assigned role ${role.name}`, actorId);
+        return tx.changeRoles(user, { add: [role.id] }, `Assigned role ${role.name}`, actorId);
       }
       const inserted = await tx.addRoles(user, [role.id]);
       if (inserted > 0) await tx.audit(`Assigned role ${role.name}`, user, actorId);
@@ -1019,7 +667,7 @@ class SqlStore implements Store {
         if (admins.has(user) && admins.size === 1) throw new FailedPreconditionError(NO_ADMIN);
       }
       if (this.dialect.kind === "postgres") {
-        return tx.changeRoles("remove", user, [role.id], `Revoked role ${role.name}`, actorId);
+        return tx.changeRoles(user, { remove: [role.id] }, `Revoked role ${role.name}`, actorId);
       }
       const deleted = await tx.removeRoles(user, [role.id]);
       if (deleted > 0) await tx.audit(`Revoked role ${role.name}`, user, actorId);
