@@ -61,12 +61,9 @@ export class CommitRevisions {
     const revision = Number(notice.detail.slice(colon + 1));
     if (colon <= 0 || !Number.isSafeInteger(revision)) return;
     this.#byTxid.set(notice.detail.slice(0, colon), revision);
-    if (this.#byTxid.size > COMMIT_REVISIONS_KEPT) {
-      for (const txid of this.#byTxid.keys()) {
-        this.#byTxid.delete(txid);
-        break;
-      }
-    }
+    // The oldest goes first (a Map keeps insertion order).
+    const oldest = this.#byTxid.keys().next().value;
+    if (this.#byTxid.size > COMMIT_REVISIONS_KEPT && oldest !== undefined) this.#byTxid.delete(oldest);
   }
 
   /** The revision transaction `txid` committed at, once; undefined when no NOTICE came. */
