@@ -114,12 +114,12 @@ function setRpcStatus(span: Span, code: number, kind: SpanKind.SERVER | SpanKind
   }
 }
 
-/** rpc.* attributes of a method named "<package>.<Service>/<Method>". */
-function rpcAttributes(system: "grpc" | "connect", method: string): Attributes {
+/** rpc.* attributes of a method named "<package>.<Service>/<Method>" (gRPC-Web counts as gRPC). */
+function rpcAttributes(transport: SpanTransport, method: string): Attributes {
   const slash = method.indexOf("/");
   return {
-    [ATTR_RPC_SYSTEM]: system === "connect" ? "connect_rpc" : "grpc",
-    [ATTR_RPC_SYSTEM_NAME]: system === "connect" ? "connectrpc" : "grpc",
+    [ATTR_RPC_SYSTEM]: transport === "connect" ? "connect_rpc" : "grpc",
+    [ATTR_RPC_SYSTEM_NAME]: transport === "connect" ? "connectrpc" : "grpc",
     [ATTR_RPC_SERVICE]: method.slice(0, slash),
     [ATTR_RPC_METHOD]: method.slice(slash + 1),
   };
@@ -349,7 +349,7 @@ export function startOtel(config: TracingConfig, logger: Logger): Tracing {
         method,
         {
           kind: SpanKind.SERVER,
-          attributes: rpcAttributes(transport === "connect" ? "connect" : "grpc", method),
+          attributes: rpcAttributes(transport, method),
         },
         parent,
       );

@@ -108,10 +108,11 @@ export function createUpstreamClient(upstream: UpstreamConfig, tracer?: Upstream
   return {
     target: upstream.target,
     unary(method, input, options = {}) {
-      const span = tracer?.startCall(`${method.parent.typeName}/${method.name}`);
+      const name = `${method.parent.typeName}/${method.name}`;
+      const span = tracer?.startCall(name);
       return new Promise((resolve, reject) => {
         const call = client.makeUnaryRequest(
-          `/${method.parent.typeName}/${method.name}`,
+          `/${name}`,
           (value: MessageShape<typeof method.input>) => Buffer.from(toBinary(method.input, value)),
           (bytes: Buffer) => fromBinary(method.output, bytes),
           create(method.input, input),
@@ -130,9 +131,10 @@ export function createUpstreamClient(upstream: UpstreamConfig, tracer?: Upstream
       });
     },
     stream(method, input, options = {}) {
-      const span = tracer?.startCall(`${method.parent.typeName}/${method.name}`);
+      const name = `${method.parent.typeName}/${method.name}`;
+      const span = tracer?.startCall(name);
       const call = client.makeServerStreamRequest(
-        `/${method.parent.typeName}/${method.name}`,
+        `/${name}`,
         (value: MessageShape<typeof method.input>) => Buffer.from(toBinary(method.input, value)),
         (bytes: Buffer) => fromBinary(method.output, bytes),
         create(method.input, input),
