@@ -47,16 +47,39 @@ export function authMode(config: Pick<Config, "serviceTokens" | "jwt">): AuthMod
   return config.serviceTokens.length === 0 && config.jwt === undefined ? "open" : "secured";
 }
 
-const BEARER = /^bearer +(\S+)$/i;
+const WHITESPACE = /\s/;
+const SPACE = 0x20;
 
-/** The credential of an `authorization` header value; throws UnauthenticatedError when there is none. */
+/**
+ * The credential of an `authorization` header value: `Bearer` in any case, one or more spaces, then the
+ * credential, which has no whitespace. Throws UnauthenticatedError when there is none. Parsed by hand: the
+ * regular expression this replaces (/^bearer +(\S+)$/i) took about a microsecond per call on a 1 KB token
+ * (a Cognito access token's size), where a whole /forward-auth call costs under 20.
+ */
 function credentialOf(authorization: string | null | undefined): string {
   const header = authorization?.trim() ?? "";
   if (header === "") throw new UnauthenticatedError("missing credentials");
-  const credential = BEARER.exec(header)?.[1];
-  if (credential === undefined) throw new UnauthenticatedError("malformed authorization header");
+  let start = 6;
+  if (header.charCodeAt(start) !== SPACE || header.slice(0, start).toLowerCase() !== "bearer") {
+    throw new UnauthenticatedError("malformed authorization header");
+  }
+  while (header.charCodeAt(start) === SPACE) start++;
+  const credential = header.slice(start);
+  // Never empty: the header was trimmed, so something other than a space follows the spaces.
+  if (WHITESPACE.test(credential)) throw new UnauthenticatedError("malformed authorization header");
   return credential;
 }
+
+/**
+ * The verified-token cache's key for a credential: its last characters (a JWT's signature ends it). Each
+ * entry keeps the whole credential, which a hit must equal: hashing a whole token (often over 1 KB) for
+ * the lookup cost about a microsecond per call, comparing it costs a few nanoseconds.
+ */
+function verifiedKey(credential: string): string {
+  return credential.length <= VERIFIED_KEY_LENGTH ? credential : credential.slice(-VERIFIED_KEY_LENGTH);
+}
+
+const VERIFIED_KEY_LENGTH = 32;
 
 /** What a `Bearer` credential can hold: visible ASCII without spaces, as HTTP headers and gRPC metadata carry it. */
 const SENDABLE = /^[\x21-\x7e]+$/;
@@ -83,7 +106,7 @@ export function createAuthenticator(
   const serviceTokens = createServiceTokens(config.serviceTokens);
   const jwt = config.jwt === undefined ? undefined : createJwtVerifier(config.jwt, jwtOptions);
   const now = jwtOptions?.now ?? Date.now;
-  const verified = new Lru<string, { userId: string; until: number }>(VERIFIED_TOKENS);
+  const verified = new Lru<string, { credential: string; userId: string; until: number }>(VERIFIED_TOKENS);
 
   const authenticateNow = (authorization: string | null | undefined): Caller | undefined => {
     if (mode === "open") return ANONYMOUS;
@@ -107,15 +130,16 @@ export function createAuthenticator(
     async verifyUser(authorization) {
       const credential = credentialOf(authorization);
       if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
-      const known = verified.get(credential);
-      if (known !== undefined) {
+      const key = verifiedKey(credential);
+      const known = verified.get(key);
+      if (known !== undefined && known.credential === credential) {
         if (now() < known.until) return known.userId;
-        verified.delete(credential);
+        verified.delete(key);
       }
       const { userId, expiresAt } = await jwt.verify(credential);
       // Valid until exp plus the leeway the verifier allows, as a fresh verification would find.
       const until = Math.min(expiresAt + CLOCK_TOLERANCE_SECONDS * 1000, now() + VERIFIED_TOKEN_TTL_MS);
-      verified.set(credential, { userId, until });
+      verified.set(key, { credential, userId, until });
       return userId;
     },
   };

@@ -79,6 +79,8 @@ describe("createAuthenticator, service tokens only", () => {
     await expect(auth.authenticate(`Bearer ${TOKEN_1}`)).resolves.toEqual({ kind: "service" });
     await expect(auth.authenticate(`bearer ${TOKEN_2}`)).resolves.toEqual({ kind: "service" });
     await expect(auth.authenticate(`BEARER ${TOKEN_2}`)).resolves.toEqual({ kind: "service" });
+    await expect(auth.authenticate(`beaRer    ${TOKEN_2}`)).resolves.toEqual({ kind: "service" });
+    await expect(auth.authenticate(`  Bearer ${TOKEN_1}\t `)).resolves.toEqual({ kind: "service" });
   });
 
   it("authenticateNow answers the same without waiting, and throws the same refusals", () => {
@@ -104,6 +106,12 @@ describe("createAuthenticator, service tokens only", () => {
       "Bearer ",
       `Bearer ${TOKEN_1} extra`,
       `Token ${TOKEN_1}`,
+      `Bearer\t${TOKEN_1}`,
+      `Bearer${TOKEN_1}`,
+      `Bearerx ${TOKEN_1}`,
+      `Bear ${TOKEN_1}`,
+      `Bearer ${TOKEN_1.slice(0, 10)}\u00a0${TOKEN_1.slice(10)}`,
+      `Bearer ${TOKEN_1}\u2028x`,
     ]) {
       const message = await refusal(auth.authenticate(header));
       expect(message).toBe("malformed authorization header");
@@ -200,6 +208,19 @@ describe("verifyUser: the user behind a proxied request's token", () => {
     now += VERIFIED_TOKEN_TTL_MS + 1;
     // Past the TTL the token is verified again (still valid: same answer).
     await expect(auth.verifyUser(later)).resolves.toBe(sub);
+  });
+
+  it("a credential ending as a remembered token does is verified itself, never taken for it", async () => {
+    const auth = createAuthenticator(config());
+    const sub = randomUUID();
+    const token = await signAccessToken(key, sub);
+    await expect(auth.verifyUser(`Bearer ${token}`)).resolves.toBe(sub);
+    // Same last characters (the cache's key), different credential: refused, and the real one still works.
+    expect(await refusal(auth.verifyUser(`Bearer x${token}`))).toMatch(/^invalid token: /);
+    expect(await refusal(auth.verifyUser(`Bearer ${token.slice(1)}`))).toMatch(/^invalid token: /);
+    await expect(auth.verifyUser(`Bearer ${token}`)).resolves.toBe(sub);
+    // A short credential is its own key.
+    expect(await refusal(auth.verifyUser("Bearer abc"))).toMatch(/^invalid token: /);
   });
 
   it("without AUTHZ_JWT_ISSUER no token names a user, also in open mode", async () => {
