@@ -54,7 +54,7 @@ const SPACE = 0x20;
  * The credential of an `authorization` header value: `Bearer` in any case, one or more spaces, then the
  * credential, which has no whitespace. Throws UnauthenticatedError when there is none. Parsed by hand: the
  * regular expression this replaces (/^bearer +(\S+)$/i) took about a microsecond per call on a 1 KB token
- * (a Cognito access token's size), where a whole /forward-auth call costs under 20.
+ * (a Cognito access token's size), out of under 20 µs for a whole /forward-auth call.
  */
 function credentialOf(authorization: string | null | undefined): string {
   const header = authorization?.trim() ?? "";
