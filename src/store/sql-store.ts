@@ -310,10 +310,7 @@ class WriteContext {
     const remove = held.filter((role) => !wanted.includes(role.id)).map((role) => role.id);
     const add = wanted.filter((id) => !held.some((role) => role.id === id));
     if (remove.length === 0 && add.length === 0) return { changed: false, roles: held.sort(byName) };
-    if (remove.includes(ADMIN_ROLE_ID)) {
-      const admins = await this.lockAdmins();
-      if (admins.size === 1 && admins.has(userId)) throw new FailedPreconditionError(NO_ADMIN);
-    }
+    if (remove.includes(ADMIN_ROLE_ID)) await this.refuseRemovingLastAdmin(userId);
     return this.changeRoles(userId, { remove, add }, "Updated user roles", actorId);
   }
 
@@ -325,16 +322,18 @@ class WriteContext {
   }
 
   /**
-   * Current Admin holders; on PostgreSQL their rows stay locked (FOR UPDATE) until commit, so racing
-   * revokes queue up. SQLite has no row locks: its one writer at a time is the lock.
+   * Before taking Admin from `userId`: FailedPreconditionError when they are its only holder. On PostgreSQL
+   * the holders' rows stay locked (FOR UPDATE) until commit, so racing removals queue up; SQLite has no row
+   * locks: its one writer at a time is the lock.
    */
-  async lockAdmins(): Promise<Set<string>> {
+  async refuseRemovingLastAdmin(userId: string): Promise<void> {
     const holders = await this.em.find(
       UserRole,
       { roleId: ADMIN_ROLE_ID },
       this.dialect.kind === "postgres" ? { lockMode: LockMode.PESSIMISTIC_WRITE } : {},
     );
-    return new Set(holders.map((holder) => str(holder.userId)));
+    if (holders.length === 1 && str(holders[0]?.userId) === userId)
+      throw new FailedPreconditionError(NO_ADMIN);
   }
 
   userRoles(userId: string): Promise<RoleName[]> {
@@ -662,10 +661,7 @@ class SqlStore implements Store {
     const user = userId.toLowerCase();
     return this.write("revokeRole", async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
-      if (role.id === ADMIN_ROLE_ID) {
-        const admins = await tx.lockAdmins();
-        if (admins.has(user) && admins.size === 1) throw new FailedPreconditionError(NO_ADMIN);
-      }
+      if (role.id === ADMIN_ROLE_ID) await tx.refuseRemovingLastAdmin(user);
       if (this.dialect.kind === "postgres") {
         return tx.changeRoles(user, { remove: [role.id] }, `Revoked role ${role.name}`, actorId);
       }
@@ -695,10 +691,7 @@ class SqlStore implements Store {
       }
       // Only taking Admin away can leave no Admin; then the holders are locked (and counted) first, so
       // racing removals queue. Other calls do not touch those rows (the user's own lock keeps `current` true).
-      if (toRemove.includes(ADMIN_ROLE_ID)) {
-        const admins = await tx.lockAdmins();
-        if (admins.size === 1 && admins.has(user)) throw new FailedPreconditionError(NO_ADMIN);
-      }
+      if (toRemove.includes(ADMIN_ROLE_ID)) await tx.refuseRemovingLastAdmin(user);
       await tx.removeRoles(user, toRemove);
       await tx.addRoles(user, toAdd);
       await tx.audit("Updated user roles", user, actorId);
