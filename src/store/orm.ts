@@ -61,9 +61,11 @@ export class CommitRevisions {
     const revision = Number(notice.detail.slice(colon + 1));
     if (colon <= 0 || !Number.isSafeInteger(revision)) return;
     this.#byTxid.set(notice.detail.slice(0, colon), revision);
-    // The oldest goes first (a Map keeps insertion order).
-    const oldest = this.#byTxid.keys().next().value;
-    if (this.#byTxid.size > COMMIT_REVISIONS_KEPT && oldest !== undefined) this.#byTxid.delete(oldest);
+    if (this.#byTxid.size > COMMIT_REVISIONS_KEPT) {
+      // The oldest goes first (a Map keeps insertion order).
+      const oldest = this.#byTxid.keys().next().value;
+      if (oldest !== undefined) this.#byTxid.delete(oldest);
+    }
   }
 
   /** The revision transaction `txid` committed at, once; undefined when no NOTICE came. */

@@ -193,6 +193,11 @@ export const WRITE_PROFILE = new ReusedStatement<
 >((kysely, value) => {
   const now = value("now");
   const profileColumns = ["user_id", "name", "organisation", "created_at", "updated_at"] as const;
+  const eb = expressionBuilder<WriteDb, "user_profile">();
+  const given = (field: "name" | "organisation") => eb.cast<string>(eb.val(value(field)), "varchar");
+  /** A field as patched: the value given, or else the stored one. */
+  const patched = (field: "name" | "organisation") =>
+    eb.fn.coalesce(given(field), eb.ref(`user_profile.${field}`));
   return kysely
     .with("before", (db) =>
       db.selectFrom("user_profile").select(profileColumns).where("user_id", "=", value("user")),
@@ -200,39 +205,26 @@ export const WRITE_PROFILE = new ReusedStatement<
     .with("written", (db) =>
       db
         .insertInto("user_profile")
-        .values((eb) => ({
+        .values({
           user_id: value("user"),
-          name: eb.fn.coalesce(eb.cast<string>(eb.val(value("name")), "varchar"), eb.val("")),
-          organisation: eb.fn.coalesce(eb.cast<string>(eb.val(value("organisation")), "varchar"), eb.val("")),
+          name: eb.fn.coalesce(given("name"), eb.val("")),
+          organisation: eb.fn.coalesce(given("organisation"), eb.val("")),
           created_at: eb.cast<Date>(eb.val(now), "timestamptz"),
           updated_at: eb.cast<Date>(eb.val(now), "timestamptz"),
-        }))
+        })
         .onConflict((conflict) =>
           conflict
             .column("user_id")
-            .doUpdateSet((eb) => ({
-              name: eb.fn.coalesce(
-                eb.cast<string>(eb.val(value("name")), "varchar"),
-                eb.ref("user_profile.name"),
-              ),
-              organisation: eb.fn.coalesce(
-                eb.cast<string>(eb.val(value("organisation")), "varchar"),
-                eb.ref("user_profile.organisation"),
-              ),
+            .doUpdateSet({
+              name: patched("name"),
+              organisation: patched("organisation"),
               updated_at: eb.cast<Date>(eb.val(now), "timestamptz"),
-            }))
+            })
             // Only a real change is written (and so audited): a field as patched differs from the stored one.
-            .where((eb) =>
-              eb.or(
+            .where((w) =>
+              w.or(
                 (["name", "organisation"] as const).map((field) =>
-                  eb(
-                    eb.fn.coalesce(
-                      eb.cast<string>(eb.val(value(field)), "varchar"),
-                      eb.ref(`user_profile.${field}`),
-                    ),
-                    "is distinct from",
-                    eb.ref(`user_profile.${field}`),
-                  ),
+                  w(patched(field), "is distinct from", w.ref(`user_profile.${field}`)),
                 ),
               ),
             ),
