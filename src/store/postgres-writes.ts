@@ -88,6 +88,11 @@ export const ROLES_WANTED_AND_HELD = new ReusedStatement<WriteDb, "user" | "want
 
 export interface RoleChangeRow {
   changed: boolean;
+  /**
+   * The change-log entries the statement pends: one per pair removed or added (the statement triggers of
+   * the first migration log each row), the same on every row.
+   */
+  entries: unknown;
   /** null on the one row of a user left with no roles. */
   id: string | null;
   name: string | null;
@@ -97,7 +102,7 @@ export interface RoleChangeRow {
  * AssignRole, RevokeRole and SetUserRoles: removes the user's pairs with the roles in `remove` and adds
  * those in `add` (arrays; either may be empty), writes the audit row (`action`) when a pair changed, and
  * reads the user's roles after: held before, minus removed, plus added. The row is the counter's,
- * left-joined with those roles, so there is always one to carry `changed`.
+ * left-joined with those roles, so there is always one to carry `changed` and `entries`.
  */
 export const CHANGE_ROLES = new ReusedStatement<
   WriteDb,
@@ -166,6 +171,11 @@ export const CHANGE_ROLES = new ReusedStatement<
           eb.exists(eb.selectFrom("added").select("role_id")),
         ])
         .as("changed"),
+      eb(
+        eb.selectFrom("removed").select((count) => count.fn.countAll().as("n")),
+        "+",
+        eb.selectFrom("added").select((count) => count.fn.countAll().as("n")),
+      ).as("entries"),
       "ur.id",
       "ur.name",
     ])

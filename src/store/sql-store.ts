@@ -8,7 +8,7 @@
 
 import { LockMode, raw, sql } from "@mikro-orm/core";
 import type { InferKyselyDB, SqlEntityManager } from "@mikro-orm/sql";
-import { FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
+import { AuthzError, FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
 import { isUuid } from "../authz/ids.ts";
 import type {
@@ -45,7 +45,8 @@ import {
   UserProfile,
   UserRole,
 } from "./entities.ts";
-import { toDomainError, withRetries } from "./errors.ts";
+import { isConnectionError, toDomainError, withRetries } from "./errors.ts";
+import { GroupCommit, type QueuedWrite } from "./group-commit.ts";
 import { type Logger, silentLogger } from "./logger.ts";
 import { runMigrations } from "./migrate.ts";
 import { AUDIT_TIME_POSTGRES } from "./migrations/20261130-flip-schema.ts";
@@ -137,6 +138,16 @@ class WriteContext {
    * back in a NOTICE naming it (see the 20261202 migration and CommitRevisions).
    */
   txid: string | undefined;
+  /**
+   * PostgreSQL: the change-log entries this transaction's statements have pended so far (assigned their
+   * revisions at COMMIT, in this order); a group of writes (commitGroup) tells each its own revision by it.
+   */
+  entries = 0;
+  /**
+   * PostgreSQL: set before a statement that may write runs (changeRoles, writeProfile). A write that fails
+   * after one may have changed the transaction, so its group cannot go on without it.
+   */
+  writing = false;
   constructor(em: SqlEntityManager, dialect: Dialect) {
     this.em = em;
     this.dialect = dialect;
@@ -172,17 +183,17 @@ class WriteContext {
   }
 
   /**
-   * lockUser for every user of an import batch at once (ids sorted, so two batches never wait on each other
-   * in a cycle), with the same request for revisions at COMMIT.
+   * lockUser for every user of an import batch or a group of writes at once, with the same request for
+   * revisions at COMMIT. The locks are taken in the order of their keys, so two transactions taking theirs
+   * this way never wait on each other in a cycle.
    */
   async lockUsers(userIds: string[]): Promise<void> {
     if (this.dialect.kind === "postgres") {
-      // Raw: MikroORM has no API for advisory locks. One array parameter (UUIDs hold no commas), unnested
-      // in order.
+      // Raw: MikroORM has no API for advisory locks. One array parameter (UUIDs hold no commas).
       const rows = await this.em.execute<Row[]>(
-        `SELECT count(pg_advisory_xact_lock(17221, hashtext(u))), authz_defer_revisions() AS txid
-         FROM unnest(string_to_array(?, ',')) AS u`,
-        [[...userIds].sort().join(",")],
+        `SELECT count(pg_advisory_xact_lock(17221, k)), authz_defer_revisions() AS txid
+         FROM (SELECT DISTINCT hashtext(u) AS k FROM unnest(string_to_array(?, ',')) AS u ORDER BY k) AS keys`,
+        [userIds.join(",")],
       );
       this.txid = str(rows[0]?.txid);
     } else {
@@ -253,12 +264,14 @@ class WriteContext {
     action: string,
     actorId: string,
   ): Promise<{ changed: boolean; roles: RoleName[] }> {
+    this.writing = true;
     const rows = await CHANGE_ROLES.execute(this.em.getKysely(), {
       ...this.#audit(userId, actorId),
       remove: change.remove ?? [],
       add: change.add ?? [],
       action,
     });
+    this.entries += num(rows[0]?.entries ?? 0);
     return {
       changed: rows[0]?.changed === true,
       roles: rows
@@ -274,12 +287,15 @@ class WriteContext {
     patch: ProfilePatch,
     actorId: string,
   ): Promise<{ changed: boolean; profile: ProfileRecord }> {
+    this.writing = true;
     const [row] = await WRITE_PROFILE.execute(this.em.getKysely(), {
       ...this.#audit(userId, actorId),
       name: patch.name ?? null,
       organisation: patch.organisation ?? null,
     });
     if (!row) throw new Error("updateProfile: the statement returned no row");
+    // One entry for the profile's row when it was written (inserted or changed), none otherwise.
+    if (row.changed === true) this.entries += 1;
     return {
       changed: row.changed === true,
       profile: {
@@ -410,12 +426,15 @@ class SqlStore implements Store {
   private userRolesReads = 0;
   private userRolesFlushing = false;
   private warnedNoCommitNotice = false;
+  /** PostgreSQL: concurrent writes committed together (group-commit.ts). */
+  private readonly groups: GroupCommit<WriteContext> | undefined;
 
   constructor(orm: Orm, database: DatabaseConfig, logger: Logger, pollIntervalMs: number) {
     this.orm = orm;
     this.database = database;
     this.logger = logger;
     this.pollIntervalMs = pollIntervalMs;
+    if (orm.dialect.kind === "postgres") this.groups = new GroupCommit((writes) => this.commitGroup(writes));
   }
 
   private get dialect(): Dialect {
@@ -466,7 +485,11 @@ class SqlStore implements Store {
   /** What transaction `txid` committed at, from its NOTICE; without one, the counter now (no older). */
   private async committedRevision(operation: string, txid: string | undefined): Promise<Revision> {
     const announced = txid === undefined ? undefined : this.orm.commits?.take(txid);
-    if (announced !== undefined) return announced;
+    return announced ?? this.revisionWithoutNotice(operation);
+  }
+
+  /** The counter after a COMMIT that announced no revision (no older than the write's); says so once. */
+  private revisionWithoutNotice(operation: string): Promise<Revision> {
     if (!this.warnedNoCommitNotice) {
       this.warnedNoCommitNotice = true;
       this.logger.warn(
@@ -477,14 +500,79 @@ class SqlStore implements Store {
     return this.read(operation, readRevision);
   }
 
-  /** A write (the transaction above); SQLite subscribers hear of it after COMMIT. */
+  /**
+   * A write of `userId`'s rows: on PostgreSQL in a group of the writes waiting at the time (commitGroup), on
+   * SQLite in a transaction of its own (one writer at a time: nothing to group), whose subscribers hear of
+   * it after COMMIT.
+   */
   private async write<T extends object>(
     operation: string,
+    userId: string,
     fn: (tx: WriteContext) => Promise<T & { revision?: Revision }>,
   ): Promise<T & { revision: Revision }> {
+    if (this.groups) return this.groups.submit(operation, userId, fn) as Promise<T & { revision: Revision }>;
     const result = await this.transaction(operation, fn);
     for (const feed of this.pollingFeeds) void feed.poke();
     return result;
+  }
+
+  /**
+   * PostgreSQL: a group of writes in one transaction, one COMMIT for all (see group-commit.ts). Every user
+   * lock of the group is taken first, in key order, so groups never deadlock on them; then each write runs
+   * in arrival order, seeing the ones before it (so the last-Admin rule holds across the group). A write
+   * refused before its first writing statement (an unknown role, the last Admin) leaves the transaction as
+   * it was: it fails alone and the rest go on. Any other failure aborts the transaction, and then each write
+   * goes again in a transaction of its own, where it meets its own error. Each write's revision is its own:
+   * the revisions of the group's change-log entries are contiguous, in write order, up to what COMMIT
+   * announces.
+   */
+  private async commitGroup(writes: QueuedWrite<WriteContext>[]): Promise<void> {
+    const [first] = writes;
+    if (writes.length === 1 && first) return this.alone(first);
+    /** Per write: its outcome and the group's entries up to it, or its refusal. */
+    const settled: ({ outcome: object; entries: number } | { refused: AuthzError })[] = [];
+    let committed: { txid: string | undefined; entries: number };
+    try {
+      committed = await this.orm.em().transactional(async (em) => {
+        const tx = new WriteContext(em, this.dialect);
+        await tx.lockUsers(writes.map((write) => write.userId));
+        for (const write of writes) {
+          tx.writing = false;
+          try {
+            settled.push({ outcome: await write.run(tx), entries: tx.entries });
+          } catch (error) {
+            if (!(error instanceof AuthzError) || tx.writing) throw error;
+            settled.push({ refused: error });
+          }
+        }
+        return { txid: tx.txid, entries: tx.entries };
+      });
+    } catch (error) {
+      if (isConnectionError(error)) {
+        const failure = toDomainError(error, this.logger, "write");
+        for (const write of writes) write.reject(failure);
+        return;
+      }
+      await Promise.all(writes.map((write) => this.alone(write)));
+      return;
+    }
+    const announced = committed.txid === undefined ? undefined : this.orm.commits?.take(committed.txid);
+    const fallback = announced === undefined ? await this.revisionWithoutNotice("write") : undefined;
+    writes.forEach((write, i) => {
+      const result = settled[i];
+      if (!result || "refused" in result) {
+        write.reject(result?.refused ?? new Error("internal error: a write of the group was not run"));
+        return;
+      }
+      // The entries after this write's are the last ones the COMMIT numbered.
+      const revision = fallback ?? (announced as Revision) - (committed.entries - result.entries);
+      write.resolve({ ...result.outcome, revision });
+    });
+  }
+
+  /** One write in a transaction of its own (retried on conflicts), settling it. */
+  private alone(write: QueuedWrite<WriteContext>): Promise<void> {
+    return this.transaction(write.operation, write.run).then(write.resolve, write.reject);
   }
 
   async resolveRole(ref: string): Promise<RoleName | null> {
@@ -646,7 +734,7 @@ class SqlStore implements Store {
 
   async assignRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
-    return this.write("assignRole", async (tx) => {
+    return this.write("assignRole", user, async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       if (this.dialect.kind === "postgres") {
         return tx.changeRoles(user, { add: [role.id] }, `Assigned role ${role.name}`, actorId);
@@ -659,7 +747,7 @@ class SqlStore implements Store {
 
   async revokeRole(userId: string, roleId: string, actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
-    return this.write("revokeRole", async (tx) => {
+    return this.write("revokeRole", user, async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       if (role.id === ADMIN_ROLE_ID) await tx.refuseRemovingLastAdmin(user);
       if (this.dialect.kind === "postgres") {
@@ -674,7 +762,7 @@ class SqlStore implements Store {
   async setUserRoles(userId: string, roleIds: string[], actorId: string): Promise<RoleWriteResult> {
     const user = userId.toLowerCase();
     const wanted = [...new Set(roleIds.map((id) => id.toLowerCase()))];
-    return this.write("setUserRoles", async (tx) => {
+    return this.write("setUserRoles", user, async (tx) => {
       await tx.lockUser(user);
       if (this.dialect.kind === "postgres") return tx.replaceRoles(user, wanted, actorId);
       if (wanted.length > 0) {
@@ -819,7 +907,7 @@ class SqlStore implements Store {
 
   async updateProfile(userId: string, patch: ProfilePatch, actorId: string): Promise<ProfileWriteResult> {
     const user = userId.toLowerCase();
-    return this.write("updateProfile", async (tx) => {
+    return this.write("updateProfile", user, async (tx) => {
       await tx.lockUser(user);
       if (this.dialect.kind === "postgres") return tx.writeProfile(user, patch, actorId);
       const rows = await tx.em
