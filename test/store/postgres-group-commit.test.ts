@@ -99,7 +99,11 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: group commit", () => {
   });
 
   it("a write changing several rows, one changing nothing and a profile in one group: each revision its own", async () => {
-    const [several, unchanged, profiled] = [randomUUID(), randomUUID(), randomUUID()];
+    const [several, unchanged, profiled]: [string, string, string] = [
+      randomUUID(),
+      randomUUID(),
+      randomUUID(),
+    ];
     await store.setUserRoles(several, [VIEWER_ID, RESEARCHER_ID], NIL);
     await store.assignRole(unchanged, VIEWER_ID, NIL);
     const start = await store.currentRevision();
