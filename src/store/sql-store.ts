@@ -148,6 +148,10 @@ class WriteContext {
    * after one may have changed the transaction, so its group cannot go on without it.
    */
   writing = false;
+  /** PostgreSQL: the users whose lock this transaction holds (a group takes all of its own first). */
+  readonly #locked = new Set<string>();
+  /** Roles this transaction has read, by id: the writes of a group that name one role read it once. */
+  readonly #roles = new Map<string, RoleName>();
   constructor(em: SqlEntityManager, dialect: Dialect) {
     this.em = em;
     this.dialect = dialect;
@@ -162,6 +166,8 @@ class WriteContext {
    */
   async lockUser(userId: string): Promise<void> {
     if (this.dialect.kind === "postgres") {
+      if (this.#locked.has(userId)) return;
+      this.#locked.add(userId);
       // Raw: MikroORM has no API for advisory locks; the other is a function of the migrations.
       const rows = await this.em.execute<Row[]>(
         "SELECT pg_advisory_xact_lock(17221, hashtext(?)), authz_defer_revisions() AS txid",
@@ -196,6 +202,7 @@ class WriteContext {
         [userIds.join(",")],
       );
       this.txid = str(rows[0]?.txid);
+      for (const userId of userIds) this.#locked.add(userId);
     } else {
       await this.lockUser("");
     }
@@ -204,17 +211,23 @@ class WriteContext {
   /**
    * lockUser and role(roleId) in one statement (one round trip fewer per write). PostgreSQL: the role's row
    * with the lock and the request as extra columns (postgres-writes.ts); when the role does not exist no
-   * lock is taken, but the write fails anyway.
+   * lock is taken, but the write fails anyway. In a group, whose users are locked already, only the role
+   * is read, once per role for the whole group.
    */
   async lockUserAndRole(userId: string, roleId: string): Promise<RoleName> {
-    if (this.dialect.kind !== "postgres") {
+    if (this.dialect.kind !== "postgres" || this.#locked.has(userId)) {
       await this.lockUser(userId);
-      return this.role(roleId);
+      const known = this.#roles.get(roleId);
+      if (known) return known;
+      const role = await this.role(roleId);
+      this.#roles.set(roleId, role);
+      return role;
     }
     const rows = await LOCK_USER_AND_ROLE.execute(this.em.getKysely(), { user: userId, role: roleId });
     const row = rows[0];
     if (!row) throw new NotFoundError(`role ${roleId} not found`);
     this.txid = str(row.txid);
+    this.#locked.add(userId);
     return { id: str(row.id), name: str(row.name) };
   }
 
@@ -737,7 +750,11 @@ class SqlStore implements Store {
     return this.write("assignRole", user, async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       if (this.dialect.kind === "postgres") {
-        return tx.changeRoles(user, { add: [role.id] }, `Assigned role ${role.name}`, actorId);
+        const result = await tx.changeRoles(user, { add: [role.id] }, `Assigned role ${role.name}`, actorId);
+        // The role was read earlier in this transaction (a group reads each role once) and is gone now.
+        if (!result.roles.some((held) => held.id === role.id))
+          throw new NotFoundError(`role ${roleId} not found`);
+        return result;
       }
       const inserted = await tx.addRoles(user, [role.id]);
       if (inserted > 0) await tx.audit(`Assigned role ${role.name}`, user, actorId);
