@@ -37,9 +37,11 @@ const IMPORT_GOAL = 5000;
 const WARMUP = 300;
 
 /**
- * One AssignRole as the store sends it on PostgreSQL (src/store/postgres-writes.ts: LOCK_USER_AND_ROLE,
- * then CHANGE_ROLES, between MikroORM's BEGIN and COMMIT), with a random new user: pgbench running it shows what
- * PostgreSQL itself allows for the service's statements, its change log included. Keep in step with the store.
+ * One AssignRole as the store sends it on PostgreSQL when it commits alone (src/store/postgres-writes.ts:
+ * LOCK_USER_AND_ROLE, then CHANGE_ROLES, between MikroORM's BEGIN and COMMIT), with a random new user:
+ * pgbench running it shows what PostgreSQL itself allows for the service's statements committed one write
+ * per transaction, its change log included. Under load the store commits writes in groups
+ * (src/store/group-commit.ts), which this row does not do. Keep in step with the store.
  */
 const PGBENCH_USER = "('00000000-0000-4fff-8000-' || lpad(to_hex(:n::bigint), 12, '0'))";
 const SERVICE_ASSIGN_ROLE = `\\set n random(1, 1000000000000)

@@ -3,7 +3,8 @@
 // definitions (em.getKysely(), typed from the entities' tables, for the batched userRoles lookup of the cold
 // path and, on PostgreSQL, the writes' one-round-trip statements of postgres-writes.ts), a fresh
 // EntityManager fork per operation, every write in one em.transactional with its users_audit row, its
-// revision assigned inside its COMMIT on PostgreSQL (the 20261202 migration). Raw SQL is left only where
+// revision assigned inside its COMMIT on PostgreSQL (the 20261202 migration), where writes that wait while
+// others are written share one transaction (group-commit.ts, commitGroup). Raw SQL is left only where
 // MikroORM has no API for the thing (advisory locks, the ping), each place saying so.
 
 import { LockMode, raw, sql } from "@mikro-orm/core";
