@@ -9,6 +9,7 @@
 
 import { LockMode, raw, sql } from "@mikro-orm/core";
 import type { InferKyselyDB, SqlEntityManager } from "@mikro-orm/sql";
+import type { Kysely } from "kysely";
 import { AuthzError, FailedPreconditionError, NotFoundError } from "../authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../authz/flip.ts";
 import { isUuid } from "../authz/ids.ts";
@@ -59,6 +60,7 @@ import {
   ROLES_WANTED_AND_HELD,
   WRITE_PROFILE,
 } from "./postgres-writes.ts";
+import { ReusedStatement } from "./reused-statement.ts";
 import { uuidv7 } from "./uuid7.ts";
 
 export interface OpenStoreOptions {
@@ -417,6 +419,31 @@ function matchName<T extends { name: string }>(rows: T[], ref: string): T[] {
 /** The tables the userRoles lookup reads, as em.getKysely() sees them (typed from the entity definitions). */
 type UserRolesDb = InferKyselyDB<typeof UserRole | typeof RevisionCounter>;
 
+/**
+ * readUserRoles' statement: the counter row left-joined with the user_role rows of `users` (a subquery, as
+ * the entities are not related), so the revision and the rows come from one snapshot. PostgreSQL binds the
+ * ids as one array, so the statement is built once (reused-statement.ts); SQLite binds them as a list, one
+ * parameter each, and builds it per call.
+ */
+function userRolesStatement(kysely: Kysely<UserRolesDb>, users: string[], postgres: boolean) {
+  return kysely
+    .selectFrom("authz_revision as c")
+    .leftJoin(
+      (eb) =>
+        eb
+          .selectFrom("user_role as u")
+          .select(["u.user_id", "u.role_id"])
+          .where("u.user_id", postgres ? "=" : "in", postgres ? eb.fn.any(eb.val(users)) : users)
+          .as("ur"),
+      (join) => join.onTrue(),
+    )
+    .select(["c.revision", "ur.user_id", "ur.role_id"])
+    .where("c.id", "=", 1);
+}
+const USER_ROLES = new ReusedStatement<UserRolesDb, "users", Row>((kysely, value) =>
+  userRolesStatement(kysely, value("users") as unknown as string[], true),
+);
+
 /** userRoles statements running at once; more lookups wait and then share one (see SqlStore.userRoles). */
 const USER_ROLES_READS = 4;
 /** Users one userRoles statement asks about at most. */
@@ -716,24 +743,10 @@ class SqlStore implements Store {
   private readUserRoles(users: string[]): Promise<{ revision: Revision; roles: Map<string, string[]> }> {
     const postgres = this.dialect.kind === "postgres";
     return this.read("userRoles", async (em) => {
-      // One statement, so the revision and the rows come from one snapshot: the counter row left-joined
-      // with the users' user_role rows (a subquery, as the entities are not related). PostgreSQL gets the
-      // ids as one array parameter, SQLite as a list.
-      const rows: Row[] = await em
-        .getKysely<UserRolesDb>()
-        .selectFrom("authz_revision as c")
-        .leftJoin(
-          (eb) =>
-            eb
-              .selectFrom("user_role as u")
-              .select(["u.user_id", "u.role_id"])
-              .where("u.user_id", postgres ? "=" : "in", postgres ? eb.fn.any(eb.val(users)) : users)
-              .as("ur"),
-          (join) => join.onTrue(),
-        )
-        .select(["c.revision", "ur.user_id", "ur.role_id"])
-        .where("c.id", "=", 1)
-        .execute();
+      const kysely = em.getKysely<UserRolesDb>();
+      const rows: Row[] = postgres
+        ? await USER_ROLES.execute(kysely, { users })
+        : await userRolesStatement(kysely, users, false).execute();
       const roles = new Map<string, string[]>();
       for (const row of rows) {
         if (row.role_id == null) continue;
