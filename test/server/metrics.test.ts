@@ -32,6 +32,35 @@ function call(fields: Partial<CallRecord>): CallRecord {
 const labels = (transport: string, type = "unary", method = "CheckPermission", service = SERVICE) =>
   `grpc_type="${type}",grpc_service="${service}",grpc_method="${method}",transport="${transport}"`;
 
+describe("Node's default metrics", () => {
+  it("are prom-client's defaults but the GC durations, whose per-collection observer costs the hot path", async () => {
+    const ours = new Registry();
+    createRpcMetrics({ registry: ours });
+    const names = (registry: Registry) =>
+      registry
+        .getMetricsAsArray()
+        .map((metric) => metric.name)
+        .filter((name) => name.startsWith("process_") || name.startsWith("nodejs_"))
+        .sort();
+    const theirs = new Registry();
+    const { collectDefaultMetrics } = await import("prom-client");
+    collectDefaultMetrics({ register: theirs });
+    expect(names(ours)).toEqual(names(theirs).filter((name) => name !== "nodejs_gc_duration_seconds"));
+    expect(names(ours)).toEqual(
+      expect.arrayContaining([
+        "process_cpu_user_seconds_total",
+        "nodejs_eventloop_lag_p99_seconds",
+        "nodejs_heap_space_size_used_bytes",
+        "process_resident_memory_bytes",
+      ]),
+    );
+    const text = await ours.metrics();
+    expect(text).toMatch(/^process_cpu_user_seconds_total \d/m);
+    expect(text).toMatch(/^nodejs_eventloop_lag_p99_seconds \d/m);
+    expect(text).not.toContain("nodejs_gc_duration_seconds");
+  });
+});
+
 describe("RPC metrics", () => {
   it("counts each call under go-grpc-prometheus's names and labels, with its duration in the right buckets", async () => {
     const metrics = createRpcMetrics({ defaultMetrics: false });
