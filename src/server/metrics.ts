@@ -1,8 +1,8 @@
-// Prometheus metrics for both listeners: Node's default process metrics (but GC durations), the RPCs of both listeners under
-// go-grpc-prometheus's names (call-stats.ts: grpc_server_started_total, grpc_server_handled_total,
-// grpc_server_msg_received_total, grpc_server_msg_sent_total, grpc_server_handling_seconds), and the route
-// guard's decisions by route and result (ext_authz and forward auth alike), served as text on GET /metrics.
-// The service's own metrics are named authz_….
+// Prometheus metrics for both listeners: Node's default process metrics (but GC durations), the RPCs of
+// both listeners under go-grpc-prometheus's names (call-stats.ts: grpc_server_started_total,
+// grpc_server_handled_total, grpc_server_msg_received_total, grpc_server_msg_sent_total,
+// grpc_server_handling_seconds), and the route guard's decisions by route and result (ext_authz and forward
+// auth alike), served as text on GET /metrics. The service's own metrics are named authz_….
 
 import { createRequire } from "node:module";
 import { Counter, Gauge, Registry } from "prom-client";
