@@ -12,6 +12,7 @@ import type pg from "pg";
 import type { DatabaseConfig } from "../config.ts";
 import { ENTITIES } from "./entities.ts";
 import type { Logger } from "./logger.ts";
+import { reclaimLostClients } from "./lost-clients.ts";
 import { Migration20261130FlipSchema } from "./migrations/20261130-flip-schema.ts";
 import { Migration20261201RevisionsAtCommit } from "./migrations/20261201-revisions-at-commit.ts";
 import { Migration20261202RevisionsInCommit } from "./migrations/20261202-revisions-in-commit.ts";
@@ -133,6 +134,7 @@ export async function createOrm(
         onPoolCreated: (pool: pg.Pool) => {
           pool.on("error", (error) => logger.warn({ err: error.message }, "PostgreSQL idle connection lost"));
           pool.on("connect", (client) => client.on("notice", (notice) => commits.record(notice)));
+          reclaimLostClients(pool);
         },
       },
     });
