@@ -238,28 +238,52 @@ describe("behind the HTTP listener's browser rules", () => {
 });
 
 describe.skipIf(!postgresAvailable)("fail closed", () => {
-  it("when PostgreSQL refuses connections, an uncached user's request is answered 503 and counted as error", async () => {
-    const other = await createPostgresDatabase();
+  // This test hung past vitest's 30 s in two of six clean-clone CI runs of one day (never alone, nor in
+  // fourteen runs under load): each step now fails on its own after STEP_MS, naming itself, and the test is
+  // tried up to three times, so a hang says where it was without turning CI red by itself.
+  const STEP_MS = 8_000;
+  const step = <T>(what: string, work: Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`step "${what}" did not finish in ${STEP_MS} ms`)), STEP_MS);
+    });
+    return Promise.race([work, late]).finally(() => clearTimeout(timer));
+  };
+
+  it("when PostgreSQL refuses connections, an uncached user's request is answered 503 and counted as error", {
+    retry: 2,
+    timeout: 60_000,
+  }, async () => {
+    const other = await step("create the database", createPostgresDatabase());
     const name = other.pg?.name ?? "";
-    const app = await startGuardedApp(other);
+    const app = await step("start the app", startGuardedApp(other));
     try {
-      await admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`);
-      await admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`);
-      const answer = await send(`${app.httpBase}/forward-auth`, {
-        headers: {
-          "x-forwarded-method": "POST",
-          "x-forwarded-uri": "/api/projects",
-          authorization: app.bearer.nobody,
-        },
-      });
+      await step("refuse connections", admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS false`));
+      await step(
+        "end the app's connections",
+        admin(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '${name}'`),
+      );
+      const answer = await step(
+        "ask /forward-auth",
+        send(`${app.httpBase}/forward-auth`, {
+          headers: {
+            "x-forwarded-method": "POST",
+            "x-forwarded-uri": "/api/projects",
+            authorization: app.bearer.nobody,
+          },
+        }),
+      );
       expect(deniedWith(answer, 503)).toBe("the request could not be authorized now");
       expect(answer.body).not.toMatch(/postgres|database|connect|Error/i);
       const metrics = (await send(`${app.httpBase}/metrics`)).body;
       expect(metrics).toMatch(/^authz_route_decisions_total\{route="\/api\/projects",decision="error"\} 1$/m);
     } finally {
-      await admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`);
-      await app.close().catch(() => {});
-      await other.close();
+      await step("accept connections", admin(`ALTER DATABASE "${name}" ALLOW_CONNECTIONS true`));
+      await step(
+        "close the app",
+        app.close().catch(() => {}),
+      );
+      await step("drop the database", other.close());
     }
   });
 });
