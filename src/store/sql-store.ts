@@ -288,13 +288,15 @@ class WriteContext {
       action,
     });
     this.entries += num(rows[0]?.entries ?? 0);
-    return {
-      changed: rows[0]?.changed === true,
-      roles: rows
-        .filter((row) => row.id != null)
-        .map((row) => ({ id: str(row.id), name: str(row.name) }))
-        .sort(byName),
-    };
+    const roles = rows
+      .filter((row) => row.id != null)
+      .map((row) => ({ id: str(row.id), name: str(row.name) }))
+      .sort(byName);
+    // A role read earlier in this transaction (a group reads each once, SetUserRoles one statement before)
+    // and removed since is not inserted: the write cannot be what was asked.
+    const gone = change.add?.find((id) => !roles.some((role) => role.id === id));
+    if (gone !== undefined) throw new NotFoundError(`role ${gone} not found`);
+    return { changed: rows[0]?.changed === true, roles };
   }
 
   /** PostgreSQL, after lockUser: the profile patch, audited when it changed something (WRITE_PROFILE). */
@@ -525,8 +527,12 @@ class SqlStore implements Store {
 
   /** What transaction `txid` committed at, from its NOTICE; without one, the counter now (no older). */
   private async committedRevision(operation: string, txid: string | undefined): Promise<Revision> {
-    const announced = txid === undefined ? undefined : this.orm.commits?.take(txid);
-    return announced ?? this.revisionWithoutNotice(operation);
+    return this.announcedRevision(txid) ?? this.revisionWithoutNotice(operation);
+  }
+
+  /** The revision transaction `txid`'s COMMIT announced in its NOTICE, once; undefined without one. */
+  private announcedRevision(txid: string | undefined): Revision | undefined {
+    return txid === undefined ? undefined : this.orm.commits?.take(txid);
   }
 
   /** The counter after a COMMIT that announced no revision (no older than the write's); says so once. */
@@ -570,8 +576,12 @@ class SqlStore implements Store {
   private async commitGroup(writes: QueuedWrite<WriteContext>[]): Promise<void> {
     const [first] = writes;
     if (writes.length === 1 && first) return this.alone(first);
-    /** Per write: its outcome and the group's entries up to it, or its refusal. */
-    const settled: ({ outcome: object; entries: number } | { refused: AuthzError })[] = [];
+    /** Per write, in order: its outcome and the group's entries up to it, or its refusal. */
+    type Settled = { write: QueuedWrite<WriteContext> } & (
+      | { outcome: object; entries: number }
+      | { refused: AuthzError }
+    );
+    const settled: Settled[] = [];
     let committed: { txid: string | undefined; entries: number };
     try {
       committed = await this.orm.em().transactional(async (em) => {
@@ -580,10 +590,10 @@ class SqlStore implements Store {
         for (const write of writes) {
           tx.writing = false;
           try {
-            settled.push({ outcome: await write.run(tx), entries: tx.entries });
+            settled.push({ write, outcome: await write.run(tx), entries: tx.entries });
           } catch (error) {
             if (!(error instanceof AuthzError) || tx.writing) throw error;
-            settled.push({ refused: error });
+            settled.push({ write, refused: error });
           }
         }
         return { txid: tx.txid, entries: tx.entries };
@@ -597,18 +607,17 @@ class SqlStore implements Store {
       await Promise.all(writes.map((write) => this.alone(write)));
       return;
     }
-    const announced = committed.txid === undefined ? undefined : this.orm.commits?.take(committed.txid);
+    const announced = this.announcedRevision(committed.txid);
     const fallback = announced === undefined ? await this.revisionWithoutNotice("write") : undefined;
-    writes.forEach((write, i) => {
-      const result = settled[i];
-      if (!result || "refused" in result) {
-        write.reject(result?.refused ?? new Error("internal error: a write of the group was not run"));
-        return;
+    for (const result of settled) {
+      if ("refused" in result) {
+        result.write.reject(result.refused);
+        continue;
       }
       // The entries after this write's are the last ones the COMMIT numbered.
       const revision = fallback ?? (announced as Revision) - (committed.entries - result.entries);
-      write.resolve({ ...result.outcome, revision });
-    });
+      result.write.resolve({ ...result.outcome, revision });
+    }
   }
 
   /** One write in a transaction of its own (retried on conflicts), settling it. */
@@ -764,11 +773,7 @@ class SqlStore implements Store {
     return this.write("assignRole", user, async (tx) => {
       const role = await tx.lockUserAndRole(user, roleId.toLowerCase());
       if (this.dialect.kind === "postgres") {
-        const result = await tx.changeRoles(user, { add: [role.id] }, `Assigned role ${role.name}`, actorId);
-        // The role was read earlier in this transaction (a group reads each role once) and is gone now.
-        if (!result.roles.some((held) => held.id === role.id))
-          throw new NotFoundError(`role ${roleId} not found`);
-        return result;
+        return tx.changeRoles(user, { add: [role.id] }, `Assigned role ${role.name}`, actorId);
       }
       const inserted = await tx.addRoles(user, [role.id]);
       if (inserted > 0) await tx.audit(`Assigned role ${role.name}`, user, actorId);
