@@ -58,8 +58,9 @@ const DEFAULT_METRICS = [
   "version",
 ] as const;
 
+const require = createRequire(import.meta.url);
+
 function registerDefaultMetrics(registry: Registry): void {
-  const require = createRequire(import.meta.url);
   for (const name of DEFAULT_METRICS) {
     const register = require(`prom-client/lib/metrics/${name}`) as (
       registry: Registry,

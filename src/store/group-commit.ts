@@ -54,8 +54,7 @@ export class GroupCommit<C> {
 
   #start(): void {
     while (this.#busy < this.#lanes && this.#waiting.length > 0) {
-      const group = this.#waiting.length <= this.#most ? this.#waiting : this.#waiting.slice(0, this.#most);
-      this.#waiting = group === this.#waiting ? [] : this.#waiting.slice(this.#most);
+      const group = this.#waiting.splice(0, this.#most);
       this.#busy++;
       void this.#commit(group)
         .catch((error: unknown) => {
