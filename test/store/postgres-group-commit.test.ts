@@ -12,6 +12,7 @@ import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { FailedPreconditionError, NotFoundError } from "../../src/authz/errors.ts";
 import { ADMIN_ROLE_ID } from "../../src/authz/flip.ts";
+import { NIL_UUID as NIL } from "../../src/authz/ids.ts";
 import type { Store } from "../../src/authz/store.ts";
 import { LANES } from "../../src/store/group-commit.ts";
 import { openStore, storeSql } from "../../src/store/index.ts";
@@ -19,7 +20,6 @@ import { createTestDatabase, postgresAvailable, type TestDatabase } from "../hel
 
 const VIEWER_ID = "cdee79c9-a5e1-4b9e-a315-1ec2f3d29efe";
 const RESEARCHER_ID = "10b64ed0-bc90-4c01-9cc3-933c704905c1";
-const NIL = "00000000-0000-0000-0000-000000000000";
 
 describe.skipIf(!postgresAvailable)("PostgreSQL: group commit", () => {
   let db: TestDatabase;
@@ -49,10 +49,12 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: group commit", () => {
     const lanes = Array.from({ length: LANES }, () =>
       store.updateProfile(blocked, { name: randomUUID() }, NIL),
     );
-    // Both lanes' transactions are waiting on the lock before anything else is submitted.
+    // Both lanes' transactions are waiting on the lock before anything else is submitted (this database's
+    // waits only: other suites take advisory locks in theirs).
     for (;;) {
       const { rows } = await holder.query<{ n: number }>(
-        "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+        `SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
       );
       if ((rows[0]?.n ?? 0) >= LANES) break;
       await new Promise((resolve) => setTimeout(resolve, 10));
@@ -152,8 +154,12 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: group commit", () => {
       "fulfilled",
       "fulfilled",
     ]);
-    expect((settled[1] as PromiseRejectedResult).reason).toBeInstanceOf(NotFoundError);
-    expect((settled[3] as PromiseRejectedResult).reason).toBeInstanceOf(FailedPreconditionError);
+    const unknownRole = (settled[1] as PromiseRejectedResult).reason;
+    expect(unknownRole).toBeInstanceOf(NotFoundError);
+    expect(unknownRole.message).toMatch(/^role [0-9a-f-]{36} not found$/);
+    const lastAdmin = (settled[3] as PromiseRejectedResult).reason;
+    expect(lastAdmin).toBeInstanceOf(FailedPreconditionError);
+    expect(lastAdmin.message).toBe("the call would leave no user holding Admin");
     expect(await xmins("user_role", users)).toHaveLength(1);
     expect((await store.userRoles(onlyAdmin)).roleIds).toEqual([ADMIN_ROLE_ID]);
     const refused = await storeSql(
@@ -176,6 +182,7 @@ describe.skipIf(!postgresAvailable)("PostgreSQL: group commit", () => {
     expect(a?.status).toBe("fulfilled");
     expect(b?.status).toBe("rejected");
     expect((b as PromiseRejectedResult).reason).toBeInstanceOf(FailedPreconditionError);
+    expect((b as PromiseRejectedResult).reason.message).toBe("the call would leave no user holding Admin");
     const holders = await storeSql(store, "SELECT user_id FROM user_role WHERE role_id = ?", [ADMIN_ROLE_ID]);
     expect(holders.map((row) => String(row.user_id))).toEqual([second]);
   });
