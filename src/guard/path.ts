@@ -75,10 +75,11 @@ export function parseRequestPath(target: string): RequestPath {
       if (decoded === null) return refuse("the path is not valid UTF-8");
       if (decoded.includes("/")) return refuse("the path has an encoded /");
       if (ESCAPE.test(decoded)) return refuse("the path is percent-encoded twice");
+      // Only decoding can bring in a control character: RAW let none through.
+      if (hasControl(decoded)) return refuse("the path has a NUL or control character");
       segment = decoded;
     }
     if (segment.includes("\\")) return refuse("the path has a backslash");
-    if (hasControl(segment)) return refuse("the path has a NUL or control character");
     // `;` is an ordinary character, but servers that cut path parameters (`..;x` → `..`) would climb here.
     const name = segment.includes(";") ? segment.slice(0, segment.indexOf(";")) : segment;
     if (name === "." || name === "..") return refuse("the path has a . or .. segment");
