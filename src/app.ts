@@ -129,6 +129,8 @@ function routeGuard({ authenticator, routes }: Prepared, authz: AuthzQueries, lo
     routes,
     verifyUser: (authorization) => authenticator.verifyUser(authorization),
     holds: (userId, permission) => authz.holds(userId, permission, CACHED),
+    verifyUserNow: (authorization) => authenticator.verifyUserNow(authorization),
+    holdsNow: (userId, permission) => authz.holdsNow(userId, permission),
     onError: (error) => logger.warn({ err: error }, "a route decision failed: denied (fail closed)"),
   });
 }

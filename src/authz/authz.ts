@@ -146,6 +146,12 @@ function parseCheck(input: CheckInput, prefix: string): CheckQuery {
   };
 }
 
+/** Whether the roles in `view` grant the permission (a name or UUID); false when no such permission exists. */
+function holdsIn(view: UserView, permissionName: string): boolean {
+  const permission = view.index.resolvePermission(permissionName);
+  return permission !== undefined && view.index.grantedBy(view.roles, permission.id).length > 0;
+}
+
 function text(value: string | undefined, field: string): string | undefined {
   if (value === undefined) return undefined;
   if ([...value].length > MAX_TEXT_LENGTH) {
@@ -225,9 +231,13 @@ export class AuthzQueries {
 
   /** Whether the user holds the permission: how callers' own rights are decided. */
   async holds(userId: string, permissionName: string, consistency: Consistency = CACHED): Promise<boolean> {
-    const view = await this.reader.user(userId, consistency);
-    const permission = view.index.resolvePermission(permissionName);
-    return permission !== undefined && view.index.grantedBy(view.roles, permission.id).length > 0;
+    return holdsIn(await this.reader.user(userId, consistency), permissionName);
+  }
+
+  /** holds (from the cache) without waiting, when the reader can answer from memory now; else undefined. */
+  holdsNow(userId: string, permissionName: string): boolean | undefined {
+    const view = this.reader.userNow?.(userId, CACHED);
+    return view === undefined ? undefined : holdsIn(view, permissionName);
   }
 
   /** Name, organisation, roles and effective permissions, with the revision they reflect (read_at). */

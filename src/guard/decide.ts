@@ -4,7 +4,7 @@
 
 import { UnauthenticatedError } from "../authz/errors.ts";
 import { parseRequestPath } from "./path.ts";
-import type { RouteTable } from "./routes.ts";
+import type { Access, RouteTable } from "./routes.ts";
 
 /** The original request, as a proxy describes it. */
 export interface GuardRequest {
@@ -33,20 +33,59 @@ export interface RouteGuardOptions {
   verifyUser(authorization: string | undefined): Promise<string>;
   /** Whether the user holds the permission (a name or UUID); false when no such permission exists now. */
   holds(userId: string, permission: string): Promise<boolean>;
+  /** verifyUser's answer when it is known without waiting (a token verified before), else undefined. */
+  verifyUserNow?(authorization: string | undefined): string | undefined;
+  /** holds's answer when it is known without waiting (the user is cached), else undefined. */
+  holdsNow?(userId: string, permission: string): boolean | undefined;
   /** Told about anything unexpected (the decision is then `error`). */
   onError(error: unknown): void;
 }
 
-/** Never rejects: anything unexpected is an `error` decision (fail closed), told to `onError`. */
-export type RouteGuard = (request: GuardRequest) => Promise<Decision>;
+/**
+ * The decision at once when nothing has to be waited for (a public route, or a token and a user the caches
+ * know: a sidecar's every request at steady state), else a promise of it. Never throws nor rejects:
+ * anything unexpected is an `error` decision (fail closed), told to `onError`.
+ */
+export type RouteGuard = (request: GuardRequest) => Decision | Promise<Decision>;
 
 const NO_ROUTE = "no route allows this request";
 const NOT_HELD = "the user does not hold the permission this route needs";
 const UNDECIDED = "the request could not be authorized now";
 
 export function createRouteGuard(options: RouteGuardOptions): RouteGuard {
-  const { routes, verifyUser, holds, onError } = options;
-  return async (request) => {
+  const { routes, verifyUser, holds, verifyUserNow, holdsNow, onError } = options;
+  const failed = (route: string, error: unknown): Decision => {
+    onError(error);
+    return { kind: "error", route, userId: "", message: UNDECIDED };
+  };
+  const decided = (route: string, userId: string, held: boolean): Decision =>
+    held
+      ? { kind: "allow", route, userId, message: "" }
+      : { kind: "deny", route, userId: "", message: NOT_HELD };
+  /** What needs a promise: verifying a token, or a user the cache does not hold. */
+  const later = async (
+    request: GuardRequest,
+    route: string,
+    access: Exclude<Access, { kind: "public" }>,
+  ): Promise<Decision> => {
+    try {
+      let userId: string;
+      try {
+        userId = await verifyUser(request.authorization);
+      } catch (error) {
+        if (!(error instanceof UnauthenticatedError)) throw error;
+        return { kind: "unauthenticated", route, userId: "", message: error.message };
+      }
+      return decided(
+        route,
+        userId,
+        access.kind === "authenticated" || (await holds(userId, access.permission)),
+      );
+    } catch (error) {
+      return failed(route, error);
+    }
+  };
+  return (request) => {
     let route = "none";
     try {
       const path = parseRequestPath(request.path);
@@ -56,20 +95,15 @@ export function createRouteGuard(options: RouteGuardOptions): RouteGuard {
       route = matched.path;
       const access = matched.access;
       if (access.kind === "public") return { kind: "allow", route, userId: "", message: "" };
-      let userId: string;
-      try {
-        userId = await verifyUser(request.authorization);
-      } catch (error) {
-        if (!(error instanceof UnauthenticatedError)) throw error;
-        return { kind: "unauthenticated", route, userId: "", message: error.message };
+      const userId = verifyUserNow?.(request.authorization);
+      if (userId !== undefined) {
+        if (access.kind === "authenticated") return decided(route, userId, true);
+        const held = holdsNow?.(userId, access.permission);
+        if (held !== undefined) return decided(route, userId, held);
       }
-      if (access.kind === "authenticated" || (await holds(userId, access.permission))) {
-        return { kind: "allow", route, userId, message: "" };
-      }
-      return { kind: "deny", route, userId: "", message: NOT_HELD };
+      return later(request, route, access);
     } catch (error) {
-      onError(error);
-      return { kind: "error", route, userId: "", message: UNDECIDED };
+      return failed(route, error);
     }
   };
 }

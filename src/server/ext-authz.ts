@@ -178,7 +178,12 @@ export function addExtAuthzService(server: grpc.Server, guard: RouteGuard, optio
     started: number,
     requestId: CallId,
   ) => {
-    void guard(request).then((decision) => answer(call, callback, decision, started, 1, requestId));
+    const decision = guard(request);
+    if (decision instanceof Promise) {
+      void decision.then((decided) => answer(call, callback, decided, started, 1, requestId));
+    } else {
+      answer(call, callback, decision, started, 1, requestId);
+    }
   };
   const check: grpc.handleUnaryCall<Buffer, Buffer> = (call, callback) => {
     const started = performance.now();

@@ -116,7 +116,9 @@ export function createForwardAuthHandler(
       const status = !response.headersSent && !response.destroyed ? answer(response, decision, envoy) : 0;
       span?.end(status);
     };
-    if ("kind" in original) respond(original);
-    else void guard(original).then(respond);
+    if ("kind" in original) return respond(original);
+    const decision = guard(original);
+    if (decision instanceof Promise) void decision.then(respond);
+    else respond(decision);
   };
 }

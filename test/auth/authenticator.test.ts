@@ -221,10 +221,31 @@ describe("verifyUser: the user behind a proxied request's token", () => {
     await expect(auth.verifyUser(`Bearer ${token}`)).resolves.toBe(sub);
   });
 
+  it("verifyUserNow knows a token only once verifyUser has verified it, and only while it counts", async () => {
+    let now = Date.now();
+    const auth = createAuthenticator(config(), { now: () => now });
+    const sub = randomUUID();
+    const token = `Bearer ${await signAccessToken(key, sub, { expiresIn: 30 })}`;
+    expect(auth.verifyUserNow(token)).toBeUndefined();
+    await expect(auth.verifyUser(token)).resolves.toBe(sub);
+    expect(auth.verifyUserNow(token)).toBe(sub);
+    // The same last characters (the cache's key) are not the same credential.
+    expect(auth.verifyUserNow(`Bearer x${token.slice("Bearer ".length)}`)).toBeUndefined();
+    // Missing, malformed, a service token: not known without waiting (verifyUser says why), never a throw.
+    for (const header of [undefined, null, "", "Basic dXNlcjpwYXNz", `Bearer ${TOKEN_1}`, "Bearer a b"]) {
+      expect(auth.verifyUserNow(header)).toBeUndefined();
+    }
+    // Past exp plus the leeway it no longer counts, as verifyUser then refuses it.
+    now += 91_000;
+    expect(auth.verifyUserNow(token)).toBeUndefined();
+    expect(await refusal(auth.verifyUser(token))).toBe("invalid token: token expired");
+  });
+
   it("without AUTHZ_JWT_ISSUER no token names a user, also in open mode", async () => {
     const auth = createAuthenticator(loadConfig({}));
     const token = await signAccessToken(key, randomUUID());
     expect(await refusal(auth.verifyUser(`Bearer ${token}`))).toBe("invalid credentials");
+    expect(auth.verifyUserNow(`Bearer ${token}`)).toBeUndefined();
   });
 });
 
