@@ -30,7 +30,7 @@ import {
   type Transport,
   toPublicError,
 } from "./outcome.ts";
-import { CallId, REQUEST_ID_HEADER, sentRequestId } from "./request-id.ts";
+import { CallId, REQUEST_ID_HEADER, sentRequestIdOf } from "./request-id.ts";
 
 export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
 
@@ -143,18 +143,20 @@ export function createHttpHandler<S extends DescService>(
       });
     },
   });
-  const handle = (request: IncomingMessage, response: ServerResponse) => {
+  const handle = (request: IncomingMessage, response: ServerResponse, requestId: CallId) => {
     const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
-    const probe = (request.method === "GET" || request.method === "HEAD") && PROBES.has(path);
-    const forwardAuth = options.forwardAuth !== undefined && isForwardAuthPath(path);
-    if (policy && !probe) {
-      // A forward-auth call carries the original request's method and headers, never a preflight to us.
-      const admitted = forwardAuth
-        ? admitHost(policy, request, response, options.logger)
-        : admitBrowser(policy, request, response, options.logger);
-      if (!admitted) return;
+    const forwardAuth = options.forwardAuth;
+    if (forwardAuth !== undefined && isForwardAuthPath(path)) {
+      // It echoes the request id itself (forward-auth.ts). A forward-auth call carries the original
+      // request's method and headers, never a preflight to us: only the Host is checked.
+      if (policy && !admitHost(policy, request, response, options.logger, requestId)) return;
+      return forwardAuth(request, response, path, requestId);
     }
-    if (forwardAuth) return options.forwardAuth?.(request, response, path);
+    // Every other answer of this listener carries it. Made now when the caller sent none: an HTTP/1.1
+    // answer's headers cannot wait for a log line to ask.
+    response.setHeader(REQUEST_ID_HEADER, requestId.id);
+    const probe = (request.method === "GET" || request.method === "HEAD") && PROBES.has(path);
+    if (policy && !probe && !admitBrowser(policy, request, response, options.logger)) return;
     if (options.console?.handle(request, response, path)) return;
     if (request.method === "GET" || request.method === "HEAD") {
       if (path === "/healthz") return text(response, 200, "ok\n");
@@ -181,11 +183,9 @@ export function createHttpHandler<S extends DescService>(
     }
   };
   return (request, response) => {
-    // Echoed on every answer of this listener; every log line of the request carries it (src/logger.ts).
-    // Made now when the caller sent none: an HTTP/1.1 answer's headers cannot wait for a log line to ask.
-    const requestId = new CallId(sentRequestId(request.headers[REQUEST_ID_HEADER]));
-    response.setHeader(REQUEST_ID_HEADER, requestId.id);
-    requestScope.run(requestId, handle, request, response);
+    // Every log line of the request carries it (src/logger.ts).
+    const requestId = new CallId(sentRequestIdOf(request));
+    requestScope.run(requestId, handle, request, response, requestId);
   };
 }
 
@@ -212,16 +212,21 @@ function arrivalOf(request: IncomingMessage): Arrival {
   return { localAddress: request.socket.localAddress, localPort: request.socket.localPort };
 }
 
-/** The Host check: answers 421 and returns false when the Host is not one this service answers to. */
+/**
+ * The Host check: answers 421 and returns false when the Host is not one this service answers to, with
+ * the request id when `requestId` is given (the answer does not carry it yet).
+ */
 function admitHost(
   policy: BrowserPolicy,
   request: IncomingMessage,
   response: ServerResponse,
   logger: ServerLogger,
+  requestId?: CallId,
 ): boolean {
   const refused = policy.refuseHost(request.headers.host, arrivalOf(request));
   if (refused === null) return true;
   logger.debug?.({ host: request.headers.host, path: request.url?.slice(0, 200) }, "refused a request: host");
+  if (requestId) response.setHeader(REQUEST_ID_HEADER, requestId.id);
   text(response, 421, `misdirected request: ${refused}\n`);
   return false;
 }

@@ -31,6 +31,8 @@ async function admin(query: string): Promise<void> {
   }
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
 let db: AppDatabase;
 let guarded: GuardedApp;
 
@@ -218,6 +220,34 @@ describe("behind the HTTP listener's browser rules", () => {
     expect(deniedWith(guardedRoute, 403)).toBe("no route allows this request");
   });
 
+  it("X-Request-Id: the proxy's is echoed; one is made for every denial; an allow nobody gave one gets none", async () => {
+    const { researcher, viewer } = guarded.bearer;
+    const quiet = await forwardAuth("POST", "/api/projects", { authorization: researcher });
+    allowedAs(quiet, USERS.researcher);
+    expect(quiet.headers["x-request-id"]).toBeUndefined();
+    const sent = await forwardAuth("POST", "/api/projects", {
+      authorization: researcher,
+      "x-request-id": "nginx-7f3a",
+    });
+    allowedAs(sent, USERS.researcher);
+    expect(sent.headers["x-request-id"]).toBe("nginx-7f3a");
+    const denied = await forwardAuth("POST", "/api/projects", { authorization: viewer });
+    deniedWith(denied, 403);
+    expect(denied.headers["x-request-id"]).toMatch(UUID);
+    const unauthenticated = await forwardAuth("POST", "/api/projects", { "x-request-id": "nginx-7f3b" });
+    deniedWith(unauthenticated, 401);
+    expect(unauthenticated.headers["x-request-id"]).toBe("nginx-7f3b");
+    // Sent twice is sent none: a new one.
+    const twice = await forwardAuth("POST", "/api/projects", {
+      authorization: viewer,
+      "x-request-id": ["a", "b"],
+    });
+    deniedWith(twice, 403);
+    expect(twice.headers["x-request-id"]).toMatch(UUID);
+    // Every other answer of the listener still carries one.
+    expect((await send(`${guarded.httpBase}/healthz`)).headers["x-request-id"]).toMatch(UUID);
+  });
+
   it("with AUTHZ_ALLOWED_HOSTS set, only a listed Host may ask", async () => {
     const other = await createSqliteDatabase();
     const app = await startGuardedApp(other, {
@@ -228,7 +258,9 @@ describe("behind the HTTP listener's browser rules", () => {
         send(`${app.httpBase}/forward-auth`, {
           headers: { host, "x-forwarded-method": "GET", "x-forwarded-uri": "/api/health" },
         });
-      expect((await ask("api.flip.example")).status).toBe(421);
+      const misdirected = await ask("api.flip.example");
+      expect(misdirected.status).toBe(421);
+      expect(misdirected.headers["x-request-id"]).toMatch(UUID);
       allowedAs(await ask("flip-authz.flip.svc.cluster.local:8080"), "");
     } finally {
       await app.close();
