@@ -41,69 +41,82 @@ export interface RouteGuardOptions {
   onError(error: unknown): void;
 }
 
-/**
- * The decision at once when nothing has to be waited for (a public route, or a token and a user the caches
- * know: a sidecar's every request at steady state), else a promise of it. Never throws nor rejects:
- * anything unexpected is an `error` decision (fail closed), told to `onError`.
- */
-export type RouteGuard = (request: GuardRequest) => Decision | Promise<Decision>;
+/** Decides guarded requests; both ways give the same decision for the same request and caches. */
+export interface RouteGuard {
+  /**
+   * The decision at once when nothing has to be waited for (a bad path, no route, a public route, or a
+   * token and a user the caches know: a sidecar's every request at steady state), else undefined: then
+   * call `decide`. Never throws and never logs (what goes wrong here is met again, and told, by `decide`),
+   * so a caller need not set up a request's logging scope for it.
+   */
+  now(request: GuardRequest): Decision | undefined;
+  /** The decision. Never rejects: anything unexpected is an `error` decision (fail closed), told to `onError`. */
+  decide(request: GuardRequest): Promise<Decision>;
+}
 
 const NO_ROUTE = "no route allows this request";
 const NOT_HELD = "the user does not hold the permission this route needs";
 const UNDECIDED = "the request could not be authorized now";
 
+/** A route that needs a user: the next step for both ways of deciding. */
+interface NeedsUser {
+  route: string;
+  access: Exclude<Access, { kind: "public" }>;
+}
+
 export function createRouteGuard(options: RouteGuardOptions): RouteGuard {
   const { routes, verifyUser, holds, verifyUserNow, holdsNow, onError } = options;
-  const failed = (route: string, error: unknown): Decision => {
-    onError(error);
-    return { kind: "error", route, userId: "", message: UNDECIDED };
+  /** The path and the route table's part: a decision already, or the route that needs a user. May throw. */
+  const route = (request: GuardRequest): Decision | NeedsUser => {
+    const path = parseRequestPath(request.path);
+    if (!path.ok) return { kind: "deny", route: "none", userId: "", message: path.reason };
+    const matched = routes.match(request.method, path.segments);
+    if (matched === undefined) return { kind: "deny", route: "none", userId: "", message: NO_ROUTE };
+    const access = matched.access;
+    if (access.kind === "public") return { kind: "allow", route: matched.path, userId: "", message: "" };
+    return { route: matched.path, access };
   };
   const decided = (route: string, userId: string, held: boolean): Decision =>
     held
       ? { kind: "allow", route, userId, message: "" }
       : { kind: "deny", route, userId: "", message: NOT_HELD };
-  /** What needs a promise: verifying a token, or a user the cache does not hold. */
-  const later = async (
-    request: GuardRequest,
-    route: string,
-    access: Exclude<Access, { kind: "public" }>,
-  ): Promise<Decision> => {
-    try {
-      let userId: string;
+  return {
+    now(request) {
       try {
-        userId = await verifyUser(request.authorization);
+        const step = route(request);
+        if ("kind" in step) return step;
+        const userId = verifyUserNow?.(request.authorization);
+        if (userId === undefined) return undefined;
+        if (step.access.kind === "authenticated") return decided(step.route, userId, true);
+        const held = holdsNow?.(userId, step.access.permission);
+        return held === undefined ? undefined : decided(step.route, userId, held);
+      } catch {
+        return undefined;
+      }
+    },
+    async decide(request) {
+      let matched = "none";
+      try {
+        const step = route(request);
+        if ("kind" in step) return step;
+        matched = step.route;
+        let userId: string;
+        try {
+          userId = await verifyUser(request.authorization);
+        } catch (error) {
+          if (!(error instanceof UnauthenticatedError)) throw error;
+          return { kind: "unauthenticated", route: matched, userId: "", message: error.message };
+        }
+        const access = step.access;
+        return decided(
+          matched,
+          userId,
+          access.kind === "authenticated" || (await holds(userId, access.permission)),
+        );
       } catch (error) {
-        if (!(error instanceof UnauthenticatedError)) throw error;
-        return { kind: "unauthenticated", route, userId: "", message: error.message };
+        onError(error);
+        return { kind: "error", route: matched, userId: "", message: UNDECIDED };
       }
-      return decided(
-        route,
-        userId,
-        access.kind === "authenticated" || (await holds(userId, access.permission)),
-      );
-    } catch (error) {
-      return failed(route, error);
-    }
-  };
-  return (request) => {
-    let route = "none";
-    try {
-      const path = parseRequestPath(request.path);
-      if (!path.ok) return { kind: "deny", route, userId: "", message: path.reason };
-      const matched = routes.match(request.method, path.segments);
-      if (matched === undefined) return { kind: "deny", route, userId: "", message: NO_ROUTE };
-      route = matched.path;
-      const access = matched.access;
-      if (access.kind === "public") return { kind: "allow", route, userId: "", message: "" };
-      const userId = verifyUserNow?.(request.authorization);
-      if (userId !== undefined) {
-        if (access.kind === "authenticated") return decided(route, userId, true);
-        const held = holdsNow?.(userId, access.permission);
-        if (held !== undefined) return decided(route, userId, held);
-      }
-      return later(request, route, access);
-    } catch (error) {
-      return failed(route, error);
-    }
+    },
   };
 }

@@ -143,17 +143,9 @@ export function createHttpHandler<S extends DescService>(
       });
     },
   });
-  const handle = (request: IncomingMessage, response: ServerResponse, requestId: CallId) => {
-    const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
-    const forwardAuth = options.forwardAuth;
-    if (forwardAuth !== undefined && isForwardAuthPath(path)) {
-      // It echoes the request id itself (forward-auth.ts). A forward-auth call carries the original
-      // request's method and headers, never a preflight to us: only the Host is checked.
-      if (policy && !admitHost(policy, request, response, options.logger, requestId)) return;
-      return forwardAuth(request, response, path, requestId);
-    }
-    // Every other answer of this listener carries it. Made now when the caller sent none: an HTTP/1.1
-    // answer's headers cannot wait for a log line to ask.
+  const handle = (request: IncomingMessage, response: ServerResponse, requestId: CallId, path: string) => {
+    // Every answer here carries it. Made now when the caller sent none: an HTTP/1.1 answer's headers cannot
+    // wait for a log line to ask.
     response.setHeader(REQUEST_ID_HEADER, requestId.id);
     const probe = (request.method === "GET" || request.method === "HEAD") && PROBES.has(path);
     if (policy && !probe && !admitBrowser(policy, request, response, options.logger)) return;
@@ -185,7 +177,17 @@ export function createHttpHandler<S extends DescService>(
   return (request, response) => {
     // Every log line of the request carries it (src/logger.ts).
     const requestId = new CallId(sentRequestIdOf(request));
-    requestScope.run(requestId, handle, request, response, requestId);
+    const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
+    const forwardAuth = options.forwardAuth;
+    if (forwardAuth !== undefined && isForwardAuthPath(path)) {
+      // It enters the request's scope itself, for what may log, and echoes the id itself (forward-auth.ts).
+      // A forward-auth call carries the original request's method and headers, never a preflight to us:
+      // only the Host is checked.
+      const refused = policy?.refuseHost(request.headers.host, arrivalOf(request)) ?? null;
+      if (refused === null) return forwardAuth(request, response, path, requestId);
+      return requestScope.run(requestId, misdirected, request, response, options.logger, refused, requestId);
+    }
+    requestScope.run(requestId, handle, request, response, requestId, path);
   };
 }
 
@@ -212,23 +214,30 @@ function arrivalOf(request: IncomingMessage): Arrival {
   return { localAddress: request.socket.localAddress, localPort: request.socket.localPort };
 }
 
-/**
- * The Host check: answers 421 and returns false when the Host is not one this service answers to, with
- * the request id when `requestId` is given (the answer does not carry it yet).
- */
+/** The Host check: answers 421 and returns false when the Host is not one this service answers to. */
 function admitHost(
   policy: BrowserPolicy,
   request: IncomingMessage,
   response: ServerResponse,
   logger: ServerLogger,
-  requestId?: CallId,
 ): boolean {
   const refused = policy.refuseHost(request.headers.host, arrivalOf(request));
   if (refused === null) return true;
+  misdirected(request, response, logger, refused);
+  return false;
+}
+
+/** Answers 421 (`refused` says why), with the request id when `requestId` is given (not set yet). */
+function misdirected(
+  request: IncomingMessage,
+  response: ServerResponse,
+  logger: ServerLogger,
+  refused: string,
+  requestId?: CallId,
+): void {
   logger.debug?.({ host: request.headers.host, path: request.url?.slice(0, 200) }, "refused a request: host");
   if (requestId) response.setHeader(REQUEST_ID_HEADER, requestId.id);
   text(response, 421, `misdirected request: ${refused}\n`);
-  return false;
 }
 
 /**

@@ -1,10 +1,16 @@
 // The route decision (src/guard/decide.ts) over a real route table: what it decides, and that a request
-// whose token and user the caches know is decided at once, without a promise (a sidecar's every request at
-// steady state), with the same decision the waiting path gives.
+// whose token and user the caches know is decided at once (`now`: a sidecar's every request at steady
+// state), with the decision the waiting path (`decide`) gives; what `now` cannot decide, or where
+// something throws, it leaves to `decide`, which tells onError.
 
 import { describe, expect, it } from "vitest";
 import { UnauthenticatedError } from "../../src/authz/errors.ts";
-import { createRouteGuard, type Decision, type RouteGuardOptions } from "../../src/guard/decide.ts";
+import {
+  createRouteGuard,
+  type Decision,
+  type GuardRequest,
+  type RouteGuardOptions,
+} from "../../src/guard/decide.ts";
 import { parseRouteTable } from "../../src/guard/routes.ts";
 
 const routes = parseRouteTable(
@@ -43,7 +49,7 @@ function options(known: { tokens: boolean; users: boolean }, errors: unknown[] =
   };
 }
 
-const REQUESTS = [
+const REQUESTS: GuardRequest[] = [
   { method: "POST", path: "/api/projects", authorization: TOKEN },
   { method: "POST", path: "/api/projects", authorization: "Bearer someone-else" },
   { method: "POST", path: "/api/projects", authorization: undefined },
@@ -55,20 +61,20 @@ const REQUESTS = [
 
 describe("route decisions", () => {
   it("known token and user: decided at once, as the waiting path decides", async () => {
-    const now = createRouteGuard(options({ tokens: true, users: true }));
-    const waiting = createRouteGuard(options({ tokens: false, users: false }));
+    const known = createRouteGuard(options({ tokens: true, users: true }));
+    const unknown = createRouteGuard(options({ tokens: false, users: false }));
+    const decisions = [];
     for (const request of REQUESTS) {
-      const decided = now(request);
-      const awaited = waiting(request);
-      // Alice's token is known: never a promise. Others' tokens are not, and take the waiting path.
-      expect(decided instanceof Promise, `${request.method} ${request.path}`).toBe(
-        request.authorization !== TOKEN &&
-          request.path.startsWith("/api/projects") &&
-          request.method === "POST",
+      const waited = await unknown.decide(request);
+      decisions.push(waited);
+      expect(await known.decide(request)).toEqual(waited);
+      // Alice's token is known: decided at once. Another token on a route needing a user must be verified.
+      const needsVerifying =
+        request.authorization !== TOKEN && request.path === "/api/projects" && request.method === "POST";
+      expect(known.now(request), `${request.method} ${request.path}`).toEqual(
+        needsVerifying ? undefined : waited,
       );
-      expect(await decided).toEqual(await awaited);
     }
-    const decisions = await Promise.all(REQUESTS.map((request) => waiting(request)));
     expect(decisions.map((d: Decision) => d.kind)).toEqual([
       "allow",
       "unauthenticated",
@@ -79,31 +85,48 @@ describe("route decisions", () => {
       "deny",
     ]);
     expect(decisions[0]).toEqual({ kind: "allow", route: "/api/projects", userId: ALICE, message: "" });
+    // Without the caches, only what needs no user is decided at once.
+    expect(REQUESTS.map((request) => unknown.now(request)?.kind)).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      "allow",
+      "deny",
+      "deny",
+    ]);
   });
 
   it("a known token of a user the cache does not hold waits for the user", async () => {
     const guard = createRouteGuard(options({ tokens: true, users: false }));
-    const permission = guard(REQUESTS[0] as (typeof REQUESTS)[0]);
-    expect(permission).toBeInstanceOf(Promise);
-    expect(await permission).toMatchObject({ kind: "allow", userId: ALICE });
+    const [permission, authenticated] = [REQUESTS[0], REQUESTS[3]] as GuardRequest[];
+    expect(guard.now(permission as GuardRequest)).toBeUndefined();
+    expect(await guard.decide(permission as GuardRequest)).toMatchObject({ kind: "allow", userId: ALICE });
     // A route that needs only a verified user needs no user lookup.
-    expect(guard(REQUESTS[3] as (typeof REQUESTS)[0])).toMatchObject({ kind: "allow", userId: ALICE });
+    expect(guard.now(authenticated as GuardRequest)).toMatchObject({ kind: "allow", userId: ALICE });
   });
 
-  it("what throws at once is an error decision (fail closed), told to onError, never a throw", () => {
+  it("what throws is left to decide by now, and decide makes it an error decision told to onError", async () => {
     const errors: unknown[] = [];
+    const broken = new Error("the index is broken");
     const guard = createRouteGuard({
       ...options({ tokens: true, users: true }, errors),
       holdsNow: () => {
-        throw new Error("the index is broken");
+        throw broken;
+      },
+      holds: async () => {
+        throw broken;
       },
     });
-    expect(guard(REQUESTS[0] as (typeof REQUESTS)[0])).toEqual({
+    const request = REQUESTS[0] as GuardRequest;
+    expect(guard.now(request)).toBeUndefined();
+    expect(errors).toEqual([]);
+    expect(await guard.decide(request)).toEqual({
       kind: "error",
       route: "/api/projects",
       userId: "",
       message: "the request could not be authorized now",
     });
-    expect(errors).toEqual([new Error("the index is broken")]);
+    expect(errors).toEqual([broken]);
   });
 });
