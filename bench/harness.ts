@@ -241,7 +241,8 @@ export function checkOnce(port: number, request: Uint8Array): Promise<{ allowed:
 
 export interface LoadOptions {
   url: string;
-  bodyFile: string;
+  /** The request body (a POST); without it, GET. */
+  bodyFile?: string;
   headers?: string[];
   /** Seconds of measurement (after `warmUp` seconds not counted). */
   seconds: number;
@@ -273,7 +274,7 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
     ...(logFile ? [`--log-file=${logFile}`] : []),
     ...(options.h1 ? ["--h1"] : []),
     ...(options.headers ?? []).flatMap((header) => ["-H", header]),
-    ...["-d", options.bodyFile],
+    ...(options.bodyFile === undefined ? [] : ["-d", options.bodyFile]),
     options.url,
   ];
   const [command, commandArgs] = pinned(LOAD_CPU, "h2load", args);
@@ -284,6 +285,11 @@ export async function h2load(options: LoadOptions): Promise<LoadResult> {
   );
   if (!rate?.[1] || !counts || Number(counts[5]) > 0 || Number(counts[4]) === 0) {
     throw new Error(`h2load failed:\n${stdout}`);
+  }
+  // A timed run also counts the requests still in flight at its end: none may be answered but 2xx.
+  const statuses = /status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx/.exec(stdout);
+  if (!statuses || Number(statuses[2]) + Number(statuses[3]) + Number(statuses[4]) > 0) {
+    throw new Error(`h2load: answers other than 2xx:\n${stdout}`);
   }
   let latencies: number[] = [];
   if (logFile) {
@@ -430,7 +436,7 @@ export interface PairedResult {
  */
 export async function pairedLoad(
   servers: [BenchServer, BenchServer],
-  bodyFile: string,
+  bodyFile: string | undefined,
   options: { rounds: number; seconds: number; headers: string[]; path: string; h1?: boolean },
 ): Promise<PairedResult> {
   // HTTP/1.1: 64 keep-alive connections, one request in flight on each (no pipelining).
@@ -440,7 +446,7 @@ export async function pairedLoad(
       servers.map((server) =>
         h2load({
           url: `http://127.0.0.1:${server.port}${options.path}`,
-          bodyFile,
+          ...(bodyFile !== undefined && { bodyFile }),
           headers: options.headers,
           seconds,
           ...shape,

@@ -6,6 +6,9 @@
 //   bridge        our grpc-js bridge (src/server/grpc.ts) with a no-op Connect implementation
 //   connect-noop  connect-node (HTTP/1.1) with a no-op CheckPermission
 //   http-noop     bare node:http answering every POST with a fixed Connect JSON CheckPermission response
+//   http-200      bare node:http answering every request 200 with an empty body: /forward-auth's reference
+//   ext-authz-noop grpc-js (channelz off) serving Envoy's Authorization/Check with protobuf-es
+//                 (de)serialization and a fixed OK answer: ext_authz's reference, at its best
 //   app           the whole service in this process (startApp) on DATABASE_URL, open mode (the follower
 //                 scenario's upstream; the targets run the service through bin/flip-authz.js instead)
 // Prints one JSON line {"port": N, "httpPort": N} when listening; stops on SIGTERM. The service itself runs
@@ -16,6 +19,12 @@ import type { AddressInfo } from "node:net";
 import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
+import {
+  type CheckRequest as ExtAuthzRequest,
+  CheckRequestSchema as ExtAuthzRequestSchema,
+  type CheckResponse as ExtAuthzResponse,
+  CheckResponseSchema as ExtAuthzResponseSchema,
+} from "../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import {
   AuthzService,
   type CheckPermissionRequest,
@@ -91,6 +100,34 @@ if (mode === "noop" || mode === "noop-channelz") {
       response.end(body);
     });
   });
+} else if (mode === "http-200") {
+  stop = await listenHttp((_request, response) => {
+    response.writeHead(200);
+    response.end();
+  });
+} else if (mode === "ext-authz-noop") {
+  const allowed = create(ExtAuthzResponseSchema, {
+    status: { code: 0 },
+    httpResponse: { case: "okResponse", value: {} },
+  });
+  const server = new grpc.Server({ "grpc.enable_channelz": 0 });
+  server.addService(
+    {
+      Check: {
+        path: "/envoy.service.auth.v3.Authorization/Check",
+        requestStream: false,
+        responseStream: false,
+        requestDeserialize: (bytes: Buffer) => fromBinary(ExtAuthzRequestSchema, bytes),
+        requestSerialize: (message: ExtAuthzRequest) => Buffer.from(toBinary(ExtAuthzRequestSchema, message)),
+        responseSerialize: (message: ExtAuthzResponse) =>
+          Buffer.from(toBinary(ExtAuthzResponseSchema, message)),
+        responseDeserialize: (bytes: Buffer) => fromBinary(ExtAuthzResponseSchema, bytes),
+      },
+    },
+    { Check: (_call: unknown, callback: grpc.sendUnaryData<ExtAuthzResponse>) => callback(null, allowed) },
+  );
+  port = await bindGrpcServer(server, "127.0.0.1", 0);
+  stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
 } else if (mode === "app") {
   const config = loadConfig({
     ...process.env,
