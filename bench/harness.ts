@@ -8,7 +8,7 @@ import { createServer } from "node:net";
 import { availableParallelism, tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
-import { fromBinary } from "@bufbuild/protobuf";
+import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
 import { CheckPermissionResponseSchema } from "../gen/flip/authz/v1/authz_pb.ts";
@@ -223,12 +223,22 @@ export const CHECK_PATH = "/flip.authz.v1.AuthzService/CheckPermission";
 
 /** One real call first: h2load counts an HTTP 200 with a non-zero grpc-status as a success. */
 export function checkOnce(port: number, request: Uint8Array): Promise<{ allowed: boolean }> {
+  return unaryOnce(port, CHECK_PATH, request, CheckPermissionResponseSchema);
+}
+
+/** One unary call of `path` on a server's gRPC port: the answer, decoded as `schema`. */
+export function unaryOnce<Desc extends DescMessage>(
+  port: number,
+  path: string,
+  request: Uint8Array,
+  schema: Desc,
+): Promise<MessageShape<Desc>> {
   const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
   return new Promise((resolve, reject) => {
     client.makeUnaryRequest(
-      CHECK_PATH,
+      path,
       (bytes: Uint8Array) => Buffer.from(bytes),
-      (bytes: Buffer) => fromBinary(CheckPermissionResponseSchema, bytes),
+      (bytes: Buffer) => fromBinary(schema, bytes),
       request,
       (error, response) => {
         client.close();

@@ -8,8 +8,7 @@
 
 import { writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import * as grpc from "@grpc/grpc-js";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { CheckRequestSchema, CheckResponseSchema } from "../../gen/envoy/service/auth/v3/external_auth_pb.ts";
 import { NIL_UUID } from "../../src/authz/ids.ts";
@@ -24,6 +23,7 @@ import {
   pairedLoad,
   startServer,
   tmpDirectory,
+  unaryOnce,
 } from "../harness.ts";
 import type { Row, Scenario } from "../report.ts";
 
@@ -180,20 +180,8 @@ function row(name: string, reference: string, result: PairedResult, goal: number
 }
 
 /** One real Check: the user it allows (x-flip-user-id), or "denied". */
-function checkUser(port: number, request: Uint8Array): Promise<string> {
-  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
-  return new Promise((resolveCheck, reject) => {
-    client.makeUnaryRequest(
-      CHECK,
-      (bytes: Uint8Array) => Buffer.from(bytes),
-      (bytes: Buffer) => fromBinary(CheckResponseSchema, bytes),
-      request,
-      (error, response) => {
-        client.close();
-        if (error || !response) return reject(error ?? new Error("no response"));
-        const ok = response.httpResponse.case === "okResponse" ? response.httpResponse.value : undefined;
-        resolveCheck(ok?.headers.find((h) => h.header?.key === "x-flip-user-id")?.header?.value ?? "denied");
-      },
-    );
-  });
+async function checkUser(port: number, request: Uint8Array): Promise<string> {
+  const response = await unaryOnce(port, CHECK, request, CheckResponseSchema);
+  const ok = response.httpResponse.case === "okResponse" ? response.httpResponse.value : undefined;
+  return ok?.headers.find((h) => h.header?.key === "x-flip-user-id")?.header?.value ?? "denied";
 }
