@@ -5,7 +5,7 @@
 // 200 allows (X-Flip-User-Id), 401/403 deny with a JSON body, 503 when the decision cannot be made.
 // X-Request-Id goes back on every denial and error, and on an allow when the proxy sent one or a log line
 // of the request made one: as on the gRPC listener, an id nobody sent and nothing logged is not worth its
-// cost (making and writing it took a sixth of an allowed request's throughput, bench/guard.ts).
+// cost (making and writing it took a sixth of an allowed request's throughput: bench, route guard).
 
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from "node:http";
 import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";

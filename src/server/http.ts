@@ -30,7 +30,7 @@ import {
   type Transport,
   toPublicError,
 } from "./outcome.ts";
-import { CallId, REQUEST_ID_HEADER, sentRequestIdOf } from "./request-id.ts";
+import { CallId, REQUEST_ID_HEADER, sentRequestId } from "./request-id.ts";
 
 export const DEFAULT_READ_MAX_BYTES = 1024 * 1024;
 
@@ -176,7 +176,7 @@ export function createHttpHandler<S extends DescService>(
   };
   return (request, response) => {
     // Every log line of the request carries it (src/logger.ts).
-    const requestId = new CallId(sentRequestIdOf(request));
+    const requestId = new CallId(sentRequestId(request.headers[REQUEST_ID_HEADER]));
     const path = (request.url ?? "/").split("?", 1)[0] ?? "/";
     const forwardAuth = options.forwardAuth;
     if (forwardAuth !== undefined && isForwardAuthPath(path)) {

@@ -4,7 +4,6 @@
 // call runs carries it (src/logger.ts reads the call's CallId from requestScope).
 
 import { randomUUID } from "node:crypto";
-import type { IncomingMessage } from "node:http";
 import type { CallSpan } from "../tracing/call-span.ts";
 
 export const REQUEST_ID_HEADER = "x-request-id";
@@ -14,23 +13,6 @@ const VALID = /^[A-Za-z0-9._~:@+=/-]{1,128}$/;
 /** The id a caller sent, when valid (a repeated, too long or odd one counts as none). */
 export function sentRequestId(sent: unknown): string | undefined {
   return typeof sent === "string" && VALID.test(sent) ? sent : undefined;
-}
-
-/**
- * The id a node:http request sent, as sentRequestId takes it (sent twice counts as none), read from its raw
- * headers: asking `request.headers` would build the whole headers object, which a forward-auth request
- * otherwise never needs.
- */
-export function sentRequestIdOf(request: IncomingMessage): string | undefined {
-  const raw = request.rawHeaders;
-  let sent: string | undefined;
-  for (let i = 0; i < raw.length; i += 2) {
-    const name = raw[i] as string;
-    if (name.length !== REQUEST_ID_HEADER.length || name.toLowerCase() !== REQUEST_ID_HEADER) continue;
-    if (sent !== undefined) return undefined;
-    sent = raw[i + 1] as string;
-  }
-  return sentRequestId(sent);
 }
 
 /** One call's request id: the caller's, or a UUID made the first time it is asked for. */
