@@ -9,8 +9,9 @@
 //   http-200      bare node:http answering every request 200 with an empty body: /forward-auth's reference
 //   ext-authz-noop grpc-js (channelz off) serving Envoy's Authorization/Check with protobuf-es
 //                 (de)serialization and a fixed OK answer: ext_authz's reference, at its best
-//   app           the whole service in this process (startApp) on DATABASE_URL, open mode (the follower
-//                 scenario's upstream; the targets run the service through bin/flip-authz.js instead)
+//   app           the whole service in this process (startApp), configured from the environment
+//                 (DATABASE_URL; the route guard scenario adds its JWKS and routes): the follower scenario's
+//                 upstream, the route guard's subject (issue 10's targets run bin/flip-authz.js instead)
 // Prints one JSON line {"port": N, "httpPort": N} when listening; stops on SIGTERM. The service itself runs
 // through its real entry (bin/flip-authz.js, with the Node flags it sets): harness.ts startService.
 
