@@ -17,22 +17,19 @@
 
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
-import { create, fromBinary, toBinary, toJsonString } from "@bufbuild/protobuf";
+import {
+  create,
+  type DescMessage,
+  type DescMethodUnary,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+  toJsonString,
+} from "@bufbuild/protobuf";
 import { connectNodeAdapter } from "@connectrpc/connect-node";
 import * as grpc from "@grpc/grpc-js";
-import {
-  type CheckRequest as ExtAuthzRequest,
-  CheckRequestSchema as ExtAuthzRequestSchema,
-  type CheckResponse as ExtAuthzResponse,
-  CheckResponseSchema as ExtAuthzResponseSchema,
-} from "../gen/envoy/service/auth/v3/external_auth_pb.ts";
-import {
-  AuthzService,
-  type CheckPermissionRequest,
-  CheckPermissionRequestSchema,
-  type CheckPermissionResponse,
-  CheckPermissionResponseSchema,
-} from "../gen/flip/authz/v1/authz_pb.ts";
+import { Authorization, CheckResponseSchema } from "../gen/envoy/service/auth/v3/external_auth_pb.ts";
+import { AuthzService, CheckPermissionResponseSchema } from "../gen/flip/authz/v1/authz_pb.ts";
 import { startApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/logger.ts";
@@ -45,23 +42,28 @@ let stop: () => Promise<void>;
 let port = 0;
 let httpPort = 0;
 
-function rawGrpc(options: grpc.ServerOptions): grpc.Server {
+/** grpc-js serving one unary method with protobuf-es (de)serializers and a fixed answer, nothing else. */
+function noopGrpc<I extends DescMessage, O extends DescMessage>(
+  method: DescMethodUnary<I, O>,
+  fixed: MessageShape<O>,
+  options: grpc.ServerOptions,
+): grpc.Server {
   const server = new grpc.Server(options);
   server.addService(
     {
-      CheckPermission: {
-        path: "/flip.authz.v1.AuthzService/CheckPermission",
+      [method.name]: {
+        path: `/${method.parent.typeName}/${method.name}`,
         requestStream: false,
         responseStream: false,
-        requestDeserialize: (bytes: Buffer) => fromBinary(CheckPermissionRequestSchema, bytes),
-        requestSerialize: (message: CheckPermissionRequest) =>
-          Buffer.from(toBinary(CheckPermissionRequestSchema, message)),
-        responseSerialize: (message: CheckPermissionResponse) =>
-          Buffer.from(toBinary(CheckPermissionResponseSchema, message)),
-        responseDeserialize: (bytes: Buffer) => fromBinary(CheckPermissionResponseSchema, bytes),
+        requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
+        requestSerialize: (message: MessageShape<I>) => Buffer.from(toBinary(method.input, message)),
+        responseSerialize: (message: MessageShape<O>) => Buffer.from(toBinary(method.output, message)),
+        responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
       },
     },
-    { CheckPermission: (_call: unknown, callback: grpc.sendUnaryData<unknown>) => callback(null, answer) },
+    {
+      [method.name]: (_call: unknown, callback: grpc.sendUnaryData<MessageShape<O>>) => callback(null, fixed),
+    },
   );
   return server;
 }
@@ -79,7 +81,11 @@ async function listenHttp(handler: Parameters<typeof createServer>[1]): Promise<
 }
 
 if (mode === "noop" || mode === "noop-channelz") {
-  const server = rawGrpc(mode === "noop" ? { "grpc.enable_channelz": 0 } : {});
+  const server = noopGrpc(
+    AuthzService.method.checkPermission,
+    answer,
+    mode === "noop" ? { "grpc.enable_channelz": 0 } : {},
+  );
   port = await bindGrpcServer(server, "127.0.0.1", 0);
   stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
 } else if (mode === "bridge") {
@@ -107,26 +113,11 @@ if (mode === "noop" || mode === "noop-channelz") {
     response.end();
   });
 } else if (mode === "ext-authz-noop") {
-  const allowed = create(ExtAuthzResponseSchema, {
+  const allowed = create(CheckResponseSchema, {
     status: { code: 0 },
     httpResponse: { case: "okResponse", value: {} },
   });
-  const server = new grpc.Server({ "grpc.enable_channelz": 0 });
-  server.addService(
-    {
-      Check: {
-        path: "/envoy.service.auth.v3.Authorization/Check",
-        requestStream: false,
-        responseStream: false,
-        requestDeserialize: (bytes: Buffer) => fromBinary(ExtAuthzRequestSchema, bytes),
-        requestSerialize: (message: ExtAuthzRequest) => Buffer.from(toBinary(ExtAuthzRequestSchema, message)),
-        responseSerialize: (message: ExtAuthzResponse) =>
-          Buffer.from(toBinary(ExtAuthzResponseSchema, message)),
-        responseDeserialize: (bytes: Buffer) => fromBinary(ExtAuthzResponseSchema, bytes),
-      },
-    },
-    { Check: (_call: unknown, callback: grpc.sendUnaryData<ExtAuthzResponse>) => callback(null, allowed) },
-  );
+  const server = noopGrpc(Authorization.method.check, allowed, { "grpc.enable_channelz": 0 });
   port = await bindGrpcServer(server, "127.0.0.1", 0);
   stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));
 } else if (mode === "app") {
