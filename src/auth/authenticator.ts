@@ -110,6 +110,13 @@ export function createAuthenticator(
   const jwt = config.jwt === undefined ? undefined : createJwtVerifier(config.jwt, jwtOptions);
   const now = jwtOptions?.now ?? Date.now;
   const verified = new Lru<string, { credential: string; userId: string; until: number }>(VERIFIED_TOKENS);
+  /** The user of a credential verified before and still taken as verified; undefined otherwise. */
+  const remembered = (credential: string): string | undefined => {
+    const known = verified.get(verifiedKey(credential));
+    return known !== undefined && known.credential === credential && now() < known.until
+      ? known.userId
+      : undefined;
+  };
 
   const authenticateNow = (authorization: string | null | undefined): Caller | undefined => {
     if (mode === "open") return ANONYMOUS;
@@ -132,30 +139,21 @@ export function createAuthenticator(
     },
     verifyUserNow(authorization) {
       if (jwt === undefined || authorization == null) return undefined;
-      let credential: string;
       try {
-        credential = credentialOf(authorization);
+        return remembered(credentialOf(authorization));
       } catch {
         return undefined;
       }
-      const known = verified.get(verifiedKey(credential));
-      return known !== undefined && known.credential === credential && now() < known.until
-        ? known.userId
-        : undefined;
     },
     async verifyUser(authorization) {
       const credential = credentialOf(authorization);
       if (jwt === undefined) throw new UnauthenticatedError("invalid credentials");
-      const key = verifiedKey(credential);
-      const known = verified.get(key);
-      if (known !== undefined && known.credential === credential) {
-        if (now() < known.until) return known.userId;
-        verified.delete(key);
-      }
+      const known = remembered(credential);
+      if (known !== undefined) return known;
       const { userId, expiresAt } = await jwt.verify(credential);
       // Valid until exp plus the leeway the verifier allows, as a fresh verification would find.
       const until = Math.min(expiresAt + CLOCK_TOLERANCE_SECONDS * 1000, now() + VERIFIED_TOKEN_TTL_MS);
-      verified.set(key, { credential, userId, until });
+      verified.set(verifiedKey(credential), { credential, userId, until });
       return userId;
     },
   };
