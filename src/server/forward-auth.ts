@@ -127,7 +127,7 @@ export function createForwardAuthHandler(
     original: GuardRequest | Decision,
     requestId: CallId,
   ) => {
-    // With tracing on, a server span for the request, in the request's scope so the guard's lookups join it.
+    // With tracing on, a server span for the request, on its id (the scope's) so the guard's lookups join it.
     const span = tracer?.startHttp(
       envoy ? `${EXT_AUTHZ_PREFIX}/*` : FORWARD_AUTH_PATH,
       request.method ?? "",
@@ -135,8 +135,7 @@ export function createForwardAuthHandler(
         get: (name) => request.headers[name],
       },
     );
-    const scope = span && requestScope.getStore();
-    if (scope) scope.span = span;
+    if (span) requestId.span = span;
     const decided = (decision: Decision) => {
       const status = respond(response, decision, envoy, requestId);
       span?.end(status);
@@ -149,8 +148,10 @@ export function createForwardAuthHandler(
     const original = originalOf(request, envoy);
     // Decided at once, nothing is logged: the request's scope is not entered (that cost an allowed
     // request ~5% of its throughput, bench guard). Anything else, and everything when tracing, runs in it.
-    const now = tracer === undefined ? ("kind" in original ? original : guard.now(original)) : undefined;
-    if (now !== undefined) respond(response, now, envoy, requestId);
-    else requestScope.run(requestId, decideLater, request, response, envoy, original, requestId);
+    if (tracer === undefined) {
+      const now = "kind" in original ? original : guard.now(original);
+      if (now !== undefined) return void respond(response, now, envoy, requestId);
+    }
+    requestScope.run(requestId, decideLater, request, response, envoy, original, requestId);
   };
 }
