@@ -76,7 +76,10 @@ const DECISION_KINDS = [
   "unauthenticated",
   "error",
 ] as const satisfies readonly DecisionKind[];
-const DECISION_INDEX: Record<DecisionKind, number> = { allow: 0, deny: 1, unauthenticated: 2, error: 3 };
+const DECISION_INDEX = Object.fromEntries(DECISION_KINDS.map((kind, i) => [kind, i])) as Record<
+  DecisionKind,
+  number
+>;
 
 export function createRpcMetrics(options: RpcMetricsOptions = {}): RpcMetrics {
   const registry = options.registry ?? new Registry();
