@@ -20,13 +20,13 @@ import { createLogger, formatLine } from "../../src/logger.ts";
 import { createHealthState } from "../../src/server/health.ts";
 import { type RunningServers, startServers } from "../../src/server/listen.ts";
 import { BIN } from "../helpers/cli.ts";
+import { MADE_REQUEST_ID } from "../helpers/request-id.ts";
 import { jsonLines, type ServeProcess, startServe, stopAll } from "../helpers/serve-process.ts";
 import { requireTool } from "../helpers/tools.ts";
 import { createProbe, createTestService } from "./fixture.ts";
 
 const TOKEN = "request-id-test-token-0001";
 const script = requireTool("script");
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
 const LIST_ROLES = `/${AuthzService.typeName}/${AuthzService.method.listRoles.name}`;
 
 interface Answer {
@@ -131,12 +131,12 @@ describe("x-request-id and the access log, on a real serve process", () => {
 
   it("gRPC: makes a UUID when none is sent or the one sent is not sane, and echoes it on failures too", async () => {
     const none = await listRoles(client, { authorization: `Bearer ${TOKEN}` });
-    expect(idIn(none)).toMatch(UUID);
+    expect(idIn(none)).toMatch(MADE_REQUEST_ID);
     await accessLine(idIn(none) as string);
     for (const bad of ["has spaces", "x".repeat(129), 'quote"d', "semi;colon"]) {
       const answer = await listRoles(client, { authorization: `Bearer ${TOKEN}`, "x-request-id": bad });
       expect(answer.code).toBe(grpc.status.OK);
-      expect(idIn(answer)).toMatch(UUID);
+      expect(idIn(answer)).toMatch(MADE_REQUEST_ID);
     }
     expect(idIn(await listRoles(client, { "x-request-id": "x".repeat(128) }))).toBe("x".repeat(128));
     // Refused (no credential): a trailers-only answer carries the id with the status.
@@ -167,7 +167,7 @@ describe("x-request-id and the access log, on a real serve process", () => {
 
     const made = await call({ authorization: `Bearer ${TOKEN}`, "x-request-id": "two words" });
     await made.arrayBuffer();
-    expect(made.headers.get("x-request-id")).toMatch(UUID);
+    expect(made.headers.get("x-request-id")).toMatch(MADE_REQUEST_ID);
     // Operator endpoints answer with one too.
     const health = await fetch(`${serve.httpBase}/healthz`, { headers: { "x-request-id": "probe-1" } });
     await health.arrayBuffer();
@@ -228,7 +228,7 @@ describe("every log line of a call carries its request id", () => {
   it("on the gRPC listener, an id is made only when something needs it: a log line or a failure", async () => {
     // ListRoles logs (above): the id made for that line goes back.
     const logged = await listRoles(client, {});
-    expect(idIn(logged)).toMatch(UUID);
+    expect(idIn(logged)).toMatch(MADE_REQUEST_ID);
     expect(
       jsonLines(lines)
         .filter((entry) => entry.step === "deep")
@@ -250,7 +250,7 @@ describe("every log line of a call carries its request id", () => {
     );
     const failed = await unary(client, check, failing, {});
     expect(failed.code).toBe(grpc.status.NOT_FOUND);
-    expect(idIn(failed)).toMatch(UUID);
+    expect(idIn(failed)).toMatch(MADE_REQUEST_ID);
   });
 
   it("on the HTTP listener, and for a handler's unexpected error", async () => {
