@@ -4,15 +4,7 @@
 // on both transports.
 
 import http2, { type Http2Session } from "node:http2";
-import {
-  create,
-  type DescMessage,
-  type DescMethod,
-  type DescService,
-  fromBinary,
-  isMessage,
-  toBinary,
-} from "@bufbuild/protobuf";
+import { create, type DescMessage, type DescMethod, type DescService, isMessage } from "@bufbuild/protobuf";
 import {
   Code,
   ConnectError,
@@ -28,6 +20,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { requestScope } from "../logger.ts";
 import type { CallTracer } from "../tracing/call-span.ts";
+import { codecFor, type MessageCodec } from "./flat-codec.ts";
 import { GrpcCallContext } from "./grpc-context.ts";
 import {
   type CallHooks,
@@ -181,15 +174,17 @@ function unaryHandler(
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   const tracer = options.tracer;
+  const input = codecFor(method.input);
+  const output = codecFor(method.output);
   const serve = (
     call: grpc.ServerUnaryCall<Buffer, Buffer>,
     callback: grpc.sendUnaryData<Buffer>,
     started: number,
     requestId: CallId,
   ) => {
-    let input: unknown;
+    let request: unknown;
     try {
-      input = fromBinary(method.input, call.request);
+      request = input.decode(call.request);
     } catch {
       callback({
         code: grpc.status.INVALID_ARGUMENT,
@@ -200,25 +195,25 @@ function unaryHandler(
       return;
     }
     const context = new GrpcCallContext(call, method, url, options.contextValues?.(call));
-    const done: UnaryCall = { call, callback, context, method, name, options, started, requestId };
-    let output: unknown;
+    const done: UnaryCall = { call, callback, context, output, name, options, started, requestId };
+    let answer: unknown;
     try {
-      output =
+      answer =
         interceptors.length === 0
-          ? impl(input, context)
-          : invokeIntercepted(impl, method, input, context, interceptors);
+          ? impl(request, context)
+          : invokeIntercepted(impl, method, request, context, interceptors);
     } catch (error) {
       failUnary(done, error);
       return;
     }
     // An answer given at once goes out at once: no promise, no closures.
-    if (isPromise(output)) {
-      output.then(
+    if (isPromise(answer)) {
+      answer.then(
         (value) => succeedUnary(done, value),
         (reason: unknown) => failUnary(done, reason),
       );
     } else {
-      succeedUnary(done, output);
+      succeedUnary(done, answer);
     }
   };
   return (call, callback) => {
@@ -248,7 +243,8 @@ interface UnaryCall {
   call: grpc.ServerUnaryCall<Buffer, Buffer>;
   callback: grpc.sendUnaryData<Buffer>;
   context: GrpcCallContext;
-  method: DescMethod;
+  /** The codec of the method's output. */
+  output: MessageCodec;
   name: string;
   options: GrpcServiceOptions;
   started: number;
@@ -259,7 +255,7 @@ function succeedUnary(done: UnaryCall, output: unknown): void {
   const { call, context } = done;
   let bytes: Buffer;
   try {
-    bytes = encode(done.method.output, output);
+    bytes = done.output.encode(output);
   } catch (error) {
     failUnary(done, error);
     return;
@@ -292,22 +288,6 @@ function isPromise(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as PromiseLike<unknown> | undefined)?.then === "function";
 }
 
-/**
- * The handler's answer as bytes for grpc-js. A small answer is copied into Node's buffer pool: V8 keeps a
- * typed array of up to 64 bytes inside its own object, and reading its `.buffer` (to wrap it without a
- * copy) moves it out into a new ArrayBuffer, which cost a cached check's answer ~1 µs more than the copy.
- * A larger one is already a plain ArrayBuffer and is wrapped as it is.
- */
-function encode(schema: DescMessage, output: unknown): Buffer {
-  const bytes = toBinary(schema, normalize(schema, output));
-  return bytes.byteLength <= ON_HEAP_MAX_BYTES
-    ? Buffer.from(bytes)
-    : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-}
-
-/** V8's largest typed array kept on its heap (V8_TYPED_ARRAY_MAX_SIZE_IN_HEAP). */
-const ON_HEAP_MAX_BYTES = 64;
-
 function streamingHandler(
   method: DescMethod,
   impl: AnyImpl,
@@ -318,13 +298,14 @@ function streamingHandler(
   const interceptors = options.interceptors ?? [];
   const tracer = options.tracer;
   const type = grpcTypeOf(method);
+  const input = codecFor(method.input);
   const serve = (call: Writable, started: number, requestId: CallId) => {
     // Streams are not the hot path: their id always goes back.
     const messages = { received: 0, sent: 0, requestId: requestId.id };
-    let input: AsyncIterable<unknown>;
+    let requests: AsyncIterable<unknown>;
     if (method.methodKind === "server_streaming") {
       try {
-        input = once(fromBinary(method.input, (call as grpc.ServerWritableStream<Buffer, Buffer>).request));
+        requests = once(input.decode((call as grpc.ServerWritableStream<Buffer, Buffer>).request));
         messages.received = 1;
       } catch {
         const metadata = echo(undefined, requestId.id);
@@ -333,7 +314,7 @@ function streamingHandler(
         return;
       }
     } else {
-      input = parseEach(call as grpc.ServerDuplexStream<Buffer, Buffer>, method.input, messages);
+      requests = parseEach(call as grpc.ServerDuplexStream<Buffer, Buffer>, input, messages);
     }
     const context = new GrpcCallContext(
       call,
@@ -345,7 +326,7 @@ function streamingHandler(
     // Streams watch their signal from the start: a cancel, the deadline or a shutdown ends them.
     void context.signal;
 
-    pump(call, method, impl, input, context, interceptors, messages)
+    pump(call, method, impl, requests, context, interceptors, messages)
       .then(
         () => {
           if (call.cancelled) return Code.Canceled;
@@ -414,7 +395,7 @@ async function pump(
         headerSent = true;
         call.sendMetadata(echo(context.headerMetadata(), messages.requestId));
       }
-      const bytes = Buffer.from(toBinary(method.output, normalize(method.output, next.value)));
+      const bytes = codecFor(method.output).encode(next.value);
       messages.sent++;
       if (!call.write(bytes)) {
         if ((await Promise.race([drained(call), stopped])) === STOPPED) return;
@@ -459,14 +440,14 @@ async function* once<T>(value: T): AsyncIterable<T> {
 
 async function* parseEach(
   call: grpc.ServerDuplexStream<Buffer, Buffer>,
-  schema: DescMessage,
+  codec: MessageCodec,
   messages: { received: number },
 ): AsyncIterable<unknown> {
   for await (const chunk of call) {
     messages.received++;
     let message: unknown;
     try {
-      message = fromBinary(schema, chunk as Buffer);
+      message = codec.decode(chunk as Buffer);
     } catch {
       throw new ConnectError(MALFORMED, Code.InvalidArgument);
     }
