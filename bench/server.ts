@@ -3,6 +3,7 @@
 //   noop          grpc-js with protobuf-es (de)serializers and a no-op CheckPermission, channelz off:
 //                 the reference for the hot path, at its best
 //   noop-channelz the same with grpc-js defaults (channelz on)
+//   noop-codec    the same as noop, (de)serialized by the gRPC bridge's codec (src/server/flat-codec.ts)
 //   bridge        our grpc-js bridge (src/server/grpc.ts) with a no-op Connect implementation
 //   connect-noop  connect-node (HTTP/1.1) with a no-op CheckPermission
 //   http-noop     bare node:http answering every POST with a fixed Connect JSON CheckPermission response
@@ -22,6 +23,7 @@ import {
   type DescMessage,
   type DescMethodUnary,
   fromBinary,
+  type Message,
   type MessageShape,
   toBinary,
   toJsonString,
@@ -33,6 +35,7 @@ import { AuthzService, CheckPermissionResponseSchema } from "../gen/flip/authz/v
 import { startApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/logger.ts";
+import { codecFor } from "../src/server/flat-codec.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer } from "../src/server/grpc.ts";
 
 const mode = process.argv[2] ?? "app";
@@ -42,23 +45,31 @@ let stop: () => Promise<void>;
 let port = 0;
 let httpPort = 0;
 
-/** grpc-js serving one unary method with protobuf-es (de)serializers and a fixed answer, nothing else. */
+/**
+ * grpc-js serving one unary method with a fixed answer, nothing else; (de)serialized by protobuf-es, or
+ * with `bridgeCodec` by the gRPC bridge's codec (src/server/flat-codec.ts).
+ */
 function noopGrpc<I extends DescMessage, O extends DescMessage>(
   method: DescMethodUnary<I, O>,
   fixed: MessageShape<O>,
   options: grpc.ServerOptions,
+  bridgeCodec = false,
 ): grpc.Server {
   const server = new grpc.Server(options);
+  const decode = (schema: DescMessage, bytes: Buffer) =>
+    bridgeCodec ? codecFor(schema).decode(bytes) : fromBinary(schema, bytes);
+  const encode = (schema: DescMessage, message: Message) =>
+    bridgeCodec ? codecFor(schema).encode(message) : Buffer.from(toBinary(schema, message));
   server.addService(
     {
       [method.name]: {
         path: `/${method.parent.typeName}/${method.name}`,
         requestStream: false,
         responseStream: false,
-        requestDeserialize: (bytes: Buffer) => fromBinary(method.input, bytes),
-        requestSerialize: (message: MessageShape<I>) => Buffer.from(toBinary(method.input, message)),
-        responseSerialize: (message: MessageShape<O>) => Buffer.from(toBinary(method.output, message)),
-        responseDeserialize: (bytes: Buffer) => fromBinary(method.output, bytes),
+        requestDeserialize: (bytes: Buffer) => decode(method.input, bytes),
+        requestSerialize: (message: MessageShape<I>) => encode(method.input, message),
+        responseSerialize: (message: MessageShape<O>) => encode(method.output, message),
+        responseDeserialize: (bytes: Buffer) => decode(method.output, bytes),
       },
     },
     {
@@ -80,11 +91,12 @@ async function listenHttp(handler: Parameters<typeof createServer>[1]): Promise<
     });
 }
 
-if (mode === "noop" || mode === "noop-channelz") {
+if (mode === "noop" || mode === "noop-channelz" || mode === "noop-codec") {
   const server = noopGrpc(
     AuthzService.method.checkPermission,
     answer,
-    mode === "noop" ? { "grpc.enable_channelz": 0 } : {},
+    mode === "noop-channelz" ? {} : { "grpc.enable_channelz": 0 },
+    mode === "noop-codec",
   );
   port = await bindGrpcServer(server, "127.0.0.1", 0);
   stop = () => new Promise((resolve) => server.tryShutdown(() => resolve()));

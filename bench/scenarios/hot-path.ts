@@ -5,7 +5,8 @@
 //     the same offered load, or under 2 ms;
 //  5. RSS under the hot load with the entry's Node flags beside Node's defaults (reported), throughput
 //     within 5% of Node's defaults (the condition for keeping the flags).
-// Reported beside them: the no-op with grpc-js defaults (channelz on), our bridge with a no-op handler,
+// Reported beside them: the no-op with grpc-js defaults (channelz on), the no-op with the bridge's codec
+// (src/server/flat-codec.ts) instead of protobuf-es's, our bridge with a no-op handler,
 // fully_consistent checks, and cached checks while 100 writes/s invalidate the user.
 
 import { NIL_UUID } from "../../src/authz/ids.ts";
@@ -185,9 +186,11 @@ async function run(context: BenchContext): Promise<Row[]> {
       }
     }
 
-    // Reported: what channelz costs the no-op, what the bridge costs, the database path, and invalidations.
+    // Reported: what channelz costs the no-op, what the bridge's codec saves it, what the bridge costs, the
+    // database path, and invalidations.
     for (const [mode, name] of [
       ["noop-channelz", "no-op grpc-js handler, grpc-js defaults (channelz on)"],
+      ["noop-codec", "no-op grpc-js handler, channelz off, the bridge's codec instead of protobuf-es"],
       ["bridge", "our grpc-js bridge, no-op Connect handler"],
     ] as const) {
       const other = await up(startServer(mode, { nodeArgs: flags }));
