@@ -36,6 +36,7 @@ import type {
 } from "../authz/store.ts";
 import type { ImportLine } from "../authz/user-import.ts";
 import type { DatabaseConfig } from "../config.ts";
+import { BatchedReads } from "./batched-reads.ts";
 import { PollingFeed, PostgresFeed } from "./change-feed.ts";
 import {
   ChangeLogEntry,
@@ -446,22 +447,40 @@ const USER_ROLES = new ReusedStatement<UserRolesDb, "users", Row>((kysely, value
   userRolesStatement(kysely, value("users") as unknown as string[], true),
 );
 
+/** The tables the getProfile lookup reads, as em.getKysely() sees them. */
+type ProfilesDb = InferKyselyDB<typeof UserProfile | typeof RevisionCounter>;
+
+/** readProfiles' statement: as userRolesStatement, the counter row left-joined with the users' profiles. */
+function profilesStatement(kysely: Kysely<ProfilesDb>, users: string[], postgres: boolean) {
+  return kysely
+    .selectFrom("authz_revision as c")
+    .leftJoin(
+      (eb) =>
+        eb
+          .selectFrom("user_profile as p")
+          .select(["p.user_id", "p.name", "p.organisation", "p.created_at", "p.updated_at"])
+          .where("p.user_id", postgres ? "=" : "in", postgres ? eb.fn.any(eb.val(users)) : users)
+          .as("pr"),
+      (join) => join.onTrue(),
+    )
+    .select(["c.revision", "pr.user_id", "pr.name", "pr.organisation", "pr.created_at", "pr.updated_at"])
+    .where("c.id", "=", 1);
+}
+const PROFILES = new ReusedStatement<ProfilesDb, "users", Row>((kysely, value) =>
+  profilesStatement(kysely, value("users") as unknown as string[], true),
+);
+
 /**
- * userRoles statements running at once; more lookups wait and then share one (see SqlStore.userRoles).
- * One: the misses that arrive during a statement's round trip make the next one's batch. Under the cold
+ * Statements of one lookup (userRoles, getProfile) running at once; more lookups wait and then share one
+ * (batched-reads.ts). One: the misses that arrive during a statement's round trip make the next one's batch. Under the cold
  * path's load (64 misses in flight) 4 at once made batches of 5.6 users on average and 6.7-7.7k checks/s,
  * 2 gave 8.3k, 1 made batches of 14.7 and 9.0-9.6k: each statement costs the service a pg round trip and
  * the database a backend wakeup on cores the service shares, so fewer, larger statements win. A lone
  * miss still goes at once.
  */
 const USER_ROLES_READS = 1;
-/** Users one userRoles statement asks about at most. */
+/** Users one userRoles or getProfile statement asks about at most. */
 const USER_ROLES_BATCH = 500;
-
-interface RolesWaiter {
-  resolve(answer: UserRoles): void;
-  reject(error: unknown): void;
-}
 
 class SqlStore implements Store {
   private readonly orm: Orm;
@@ -471,10 +490,17 @@ class SqlStore implements Store {
   private readonly feeds = new Set<{ close(): Promise<void> }>();
   private readonly pollingFeeds = new Set<PollingFeed>();
   private closed = false;
-  /** userRoles lookups waiting for a statement, by user; and statements of them running. */
-  private readonly userRolesQueue = new Map<string, RolesWaiter[]>();
-  private userRolesReads = 0;
-  private userRolesFlushing = false;
+  /** Users' roles and profiles, read in batches (the cold path's misses). */
+  private readonly userRolesReads = new BatchedReads<UserRoles>(
+    (users) => this.readUserRoles(users),
+    USER_ROLES_READS,
+    USER_ROLES_BATCH,
+  );
+  private readonly profileReads = new BatchedReads<ProfileRead>(
+    (users) => this.readProfiles(users),
+    USER_ROLES_READS,
+    USER_ROLES_BATCH,
+  );
   private warnedNoCommitNotice = false;
   /** PostgreSQL: concurrent writes committed together (group-commit.ts). */
   private readonly groups: GroupCommit<WriteContext> | undefined;
@@ -705,48 +731,7 @@ class SqlStore implements Store {
    * a burst of cache misses costs the service and the database one round trip per batch, not one per user.
    */
   userRoles(userId: string): Promise<UserRoles> {
-    const user = userId.toLowerCase();
-    return new Promise((resolve, reject) => {
-      const waiting = this.userRolesQueue.get(user);
-      if (waiting) waiting.push({ resolve, reject });
-      else this.userRolesQueue.set(user, [{ resolve, reject }]);
-      if (this.userRolesReads < USER_ROLES_READS && !this.userRolesFlushing) {
-        this.userRolesFlushing = true;
-        // After this tick, so lookups asked in the same tick share the statement.
-        queueMicrotask(() => {
-          this.userRolesFlushing = false;
-          this.flushUserRoles();
-        });
-      }
-    });
-  }
-
-  private flushUserRoles(): void {
-    while (this.userRolesQueue.size > 0 && this.userRolesReads < USER_ROLES_READS) {
-      const batch = new Map<string, RolesWaiter[]>();
-      for (const [user, waiters] of this.userRolesQueue) {
-        batch.set(user, waiters);
-        this.userRolesQueue.delete(user);
-        if (batch.size >= USER_ROLES_BATCH) break;
-      }
-      this.userRolesReads++;
-      void this.readUserRoles([...batch.keys()])
-        .then(
-          (read) => {
-            for (const [user, waiters] of batch) {
-              const answer = { revision: read.revision, roleIds: read.roles.get(user) ?? [] };
-              for (const waiter of waiters) waiter.resolve({ ...answer, roleIds: [...answer.roleIds] });
-            }
-          },
-          (error: unknown) => {
-            for (const waiters of batch.values()) for (const waiter of waiters) waiter.reject(error);
-          },
-        )
-        .finally(() => {
-          this.userRolesReads--;
-          this.flushUserRoles();
-        });
-    }
+    return this.userRolesReads.get(userId.toLowerCase());
   }
 
   /**
@@ -756,7 +741,7 @@ class SqlStore implements Store {
    * USER_ROLES_BATCH users, and building it with createQueryBuilder (criteria walked per value, every UUID
    * quoted into the text) cost 0.4 ms for 16 users and 1.3-1.8 ms for 500, against 0.13 ms with bound values.
    */
-  private readUserRoles(users: string[]): Promise<{ revision: Revision; roles: Map<string, string[]> }> {
+  private readUserRoles(users: string[]): Promise<(user: string) => UserRoles> {
     const postgres = this.dialect.kind === "postgres";
     return this.read("userRoles", async (em) => {
       const kysely = em.getKysely<UserRolesDb>();
@@ -771,7 +756,27 @@ class SqlStore implements Store {
         if (held) held.push(str(row.role_id));
         else roles.set(user, [str(row.role_id)]);
       }
-      return { revision: num(rows[0]?.revision ?? 0), roles };
+      const revision = num(rows[0]?.revision ?? 0);
+      // A copy for each caller: the cache and the caller own their arrays.
+      return (user) => ({ revision, roleIds: [...(roles.get(user) ?? [])] });
+    });
+  }
+
+  /** The profiles of these users (lower case) and the revision they reflect, in one statement (as readUserRoles). */
+  private readProfiles(users: string[]): Promise<(user: string) => ProfileRead> {
+    const postgres = this.dialect.kind === "postgres";
+    return this.read("getProfile", async (em) => {
+      const kysely = em.getKysely<ProfilesDb>();
+      const rows: Row[] = postgres
+        ? await PROFILES.execute(kysely, { users })
+        : await profilesStatement(kysely, users, false).execute();
+      const profiles = new Map<string, Row>();
+      for (const row of rows) if (row.user_id != null) profiles.set(str(row.user_id).toLowerCase(), row);
+      const revision = num(rows[0]?.revision ?? 0);
+      return (user) => {
+        const row = profiles.get(user);
+        return { profile: row === undefined ? null : profileFrom(row), revision };
+      };
     });
   }
 
@@ -924,28 +929,9 @@ class SqlStore implements Store {
     return result;
   }
 
-  async getProfile(userId: string): Promise<ProfileRead> {
-    return this.read("getProfile", async (em) => {
-      // One statement, so the revision and the row come from one snapshot (as in userRoles).
-      const profile = em
-        .createQueryBuilder(UserProfile, "p")
-        .select(["p.userId", "p.name", "p.organisation", "p.createdAt", "p.updatedAt"])
-        .where({ userId: userId.toLowerCase() });
-      const rows: Row[] = await em
-        .createQueryBuilder(RevisionCounter, "c")
-        .leftJoin(profile, "pr", { "c.id": 1 })
-        .select([
-          "c.revision",
-          ...["user_id", "name", "organisation", "created_at", "updated_at"].map((c) => sql.ref(`pr.${c}`)),
-        ])
-        .where({ id: 1 })
-        .execute("all", false);
-      const row = rows[0];
-      return {
-        profile: row?.user_id != null ? profileFrom(row) : null,
-        revision: num(row?.revision ?? 0),
-      };
-    });
+  /** One user's profile with the revision it reflects; lookups share statements as userRoles' do. */
+  getProfile(userId: string): Promise<ProfileRead> {
+    return this.profileReads.get(userId.toLowerCase());
   }
 
   async updateProfile(userId: string, patch: ProfilePatch, actorId: string): Promise<ProfileWriteResult> {

@@ -333,6 +333,31 @@ export function storeConformance(name: string, open: () => Promise<StoreFixture>
         });
       });
 
+      it("getProfile asked for many users at once answers each with its own profile, from one snapshot", async () => {
+        const named = Array.from({ length: 5 }, () => randomUUID());
+        for (const user of named) await store.updateProfile(user, { name: `name ${user}` }, NIL);
+        const unknown = Array.from({ length: 5 }, () => randomUUID());
+        const asked = [...named, ...unknown, named[0] as string, (named[1] as string).toUpperCase()];
+        const revision = await store.currentRevision();
+        const reads = await Promise.all(asked.map((user) => store.getProfile(user)));
+        expect(reads.map((read) => read.profile?.name ?? null)).toEqual([
+          ...named.map((user) => `name ${user}`),
+          ...unknown.map(() => null),
+          `name ${named[0]}`,
+          `name ${named[1]}`,
+        ]);
+        expect(reads.map((read) => read.profile?.userId ?? null)).toEqual([
+          ...named,
+          ...unknown.map(() => null),
+          named[0],
+          named[1],
+        ]);
+        expect(new Set(reads.map((read) => read.revision))).toEqual(new Set([revision]));
+        // Two callers asking about the same user each get their own object.
+        expect(reads[10]).toEqual(reads[0]);
+        expect(reads[10]?.profile).not.toBe(reads[0]?.profile);
+      });
+
       it("updateProfile creates, patches and skips unchanged writes, auditing only changes", async () => {
         const user = randomUUID();
         const actor = randomUUID();
