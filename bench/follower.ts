@@ -178,7 +178,13 @@ async function propagation(sql: pg.Client, upstreamPort: number, say: Say): Prom
   say();
 }
 
-/** Checks `users` distinct users through the follower (batches of 100, 4 in flight); resolves to seconds. */
+/**
+ * CheckPermissions calls the fill keeps in flight, 100 users each. 16 filled 100k users in 18 s here, 4 in
+ * 29 s and 32 in 22 s (each miss is a GetProfile to the upstream, which the upstream reads in batches).
+ */
+const FILL_IN_FLIGHT = 16;
+
+/** Checks `users` distinct users through the follower (batches of 100, FILL_IN_FLIGHT in flight); resolves to seconds. */
 async function fill(sql: pg.Client, followerPort: number, users: number): Promise<number> {
   // One in ten holds a role, the rest have no rows (cached as such): what a sidecar sees.
   await sql.query(
@@ -212,7 +218,7 @@ async function fill(sql: pg.Client, followerPort: number, users: number): Promis
     }
   };
   try {
-    await Promise.all([worker(), worker(), worker(), worker()]);
+    await Promise.all(Array.from({ length: FILL_IN_FLIGHT }, worker));
   } finally {
     client.close();
   }
