@@ -447,22 +447,32 @@ export interface PairedResult {
 export async function pairedLoad(
   servers: [BenchServer, BenchServer],
   bodyFile: string | undefined,
-  options: { rounds: number; seconds: number; headers: string[]; path: string; h1?: boolean },
+  options: {
+    rounds: number;
+    seconds: number;
+    headers: string[];
+    path: string;
+    h1?: boolean;
+    /**
+     * Seconds each server is loaded alone first, one after the other: a server started just now runs well
+     * below its pace until V8 has compiled its hot code, and one with more code takes longer to get there.
+     */
+    warmUpAlone?: number;
+  },
 ): Promise<PairedResult> {
   // HTTP/1.1: 64 keep-alive connections, one request in flight on each (no pipelining).
   const shape = options.h1 ? { h1: true, clients: 64, streams: 1 } : {};
-  const run = (seconds: number) =>
-    Promise.all(
-      servers.map((server) =>
-        h2load({
-          url: `http://127.0.0.1:${server.port}${options.path}`,
-          ...(bodyFile !== undefined && { bodyFile }),
-          headers: options.headers,
-          seconds,
-          ...shape,
-        }),
-      ),
-    );
+  const load = (server: BenchServer, seconds: number) =>
+    h2load({
+      url: `http://127.0.0.1:${server.port}${options.path}`,
+      ...(bodyFile !== undefined && { bodyFile }),
+      headers: options.headers,
+      seconds,
+      ...shape,
+    });
+  const run = (seconds: number) => Promise.all(servers.map((server) => load(server, seconds)));
+  if (options.warmUpAlone !== undefined)
+    for (const server of servers) await load(server, options.warmUpAlone);
   await run(1); // warm-up (JIT), not counted
   const rounds: PairedRound[] = [];
   for (let round = 0; round < options.rounds; round++) {

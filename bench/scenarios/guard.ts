@@ -30,6 +30,8 @@ const ISSUER = "https://cognito-idp.eu-west-2.amazonaws.com/eu-west-2_Bench";
 const CHECK = "/envoy.service.auth.v3.Authorization/Check";
 const ROUNDS = Number(process.env.BENCH_GUARD_ROUNDS ?? 3);
 const SECONDS = Number(process.env.BENCH_GUARD_SECONDS ?? 2);
+/** Each server loaded alone before a pair (pairedLoad's warmUpAlone): all of them start fresh here. */
+const WARM_UP_SECONDS = 2;
 
 export const guard: Scenario = {
   name: "guard",
@@ -134,6 +136,7 @@ async function run(): Promise<Row[]> {
       seconds: SECONDS,
       headers: GRPC_HEADERS,
       path: CHECK,
+      warmUpAlone: WARM_UP_SECONDS,
     });
     // pairedLoad loads `port`: here the HTTP listener's.
     const http = (server: BenchServer): BenchServer => ({ ...server, port: server.httpPort });
@@ -143,6 +146,7 @@ async function run(): Promise<Row[]> {
       headers: forwardAuthHeaders,
       path: "/forward-auth",
       h1: true,
+      warmUpAlone: WARM_UP_SECONDS,
     });
     return [
       row(
