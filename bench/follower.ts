@@ -184,7 +184,7 @@ async function propagation(sql: pg.Client, upstreamPort: number, say: Say): Prom
  */
 const FILL_IN_FLIGHT = 16;
 
-/** Checks `users` distinct users through the follower (batches of 100, FILL_IN_FLIGHT in flight); resolves to seconds. */
+/** Checks `users` distinct users through the follower, FILL_IN_FLIGHT batches at once; resolves to seconds. */
 async function fill(sql: pg.Client, followerPort: number, users: number): Promise<number> {
   // One in ten holds a role, the rest have no rows (cached as such): what a sidecar sees.
   await sql.query(

@@ -1,14 +1,14 @@
 // The binary codec the grpc-js bridge uses: protobuf-es's fromBinary/toBinary, with a faster path for flat
 // proto3 messages (implicit-presence `string` and `bool` fields, `repeated string`), compiled from the
-// message's descriptor. CheckPermission's request and answer are such messages, and protobuf-es's general
-// reader and writer cost a cached check about 9% of its throughput (paired against the bridge with the
-// compiled path: 1.05–1.10× over five rounds), where the whole call is a few tens of microseconds.
+// message's descriptor. CheckPermission's request and answer are such messages: protobuf-es took 1.0 µs to
+// read the request and 3.0 µs to write the answer here, the compiled path 0.3 and 0.4, and a cached check
+// over the bridge ran 1.06× as fast with it (five paired rounds, 1.04–1.09×).
 //
-// The compiled path only handles the plain case and gives every other one to protobuf-es, so the outcome is
-// always protobuf-es's: decoding, a field number or wire type it does not expect, a string that is not
+// The compiled path only handles the plain case and gives every other one to protobuf-es, so the outcome
+// is always protobuf-es's: decoding, a field number or wire type it does not expect, a string that is not
 // ASCII, a bool that is not a one-byte 0 or 1, a length or tag of more than two bytes, or bytes that end
-// early; encoding, unknown fields, or a value of another type than the field's. test/server/flat-codec.test.ts
-// compares the two on random and mangled messages.
+// early; encoding, unknown fields, or a value of another type than the field's.
+// test/server/flat-codec.test.ts compares the two on random and mangled messages.
 
 import {
   create,
@@ -134,7 +134,7 @@ const ON_HEAP_MAX_BYTES = 64;
 
 /** Reads the plain case; undefined for anything else (protobuf-es reads it then). */
 function compileDecoder(schema: DescMessage, fields: FlatField[]): (bytes: Buffer) => Message | undefined {
-  // The field for each possible one- or two-byte tag value, as a number (a two-byte tag b0 b1 as b0 + b1 * 128).
+  // The field for each tag, by the tag's value (what shortVarint reads).
   const byTag = new Map<number, FlatField>();
   for (const field of fields) {
     const [first = 0, second] = field.tag;
@@ -144,41 +144,43 @@ function compileDecoder(schema: DescMessage, fields: FlatField[]): (bytes: Buffe
   return (bytes) => {
     const message = fresh();
     const end = bytes.length;
-    let pos = 0;
-    while (pos < end) {
-      let tag = bytes[pos++] as number;
-      if (tag > 0x7f) {
-        if (pos >= end) return undefined;
-        const high = bytes[pos++] as number;
-        if (high > 0x7f) return undefined;
-        tag = (tag & 0x7f) + high * 128;
-      }
-      const field = byTag.get(tag);
+    at = 0;
+    while (at < end) {
+      const field = byTag.get(shortVarint(bytes));
       if (field === undefined) return undefined;
       if (field.kind === BOOL) {
-        const value = bytes[pos++];
+        const value = bytes[at++];
         if (value !== 0 && value !== 1) return undefined;
         message[field.localName] = value === 1;
         continue;
       }
-      if (pos >= end) return undefined;
-      let length = bytes[pos++] as number;
-      if (length > 0x7f) {
-        if (pos >= end) return undefined;
-        const high = bytes[pos++] as number;
-        if (high > 0x7f) return undefined;
-        length = (length & 0x7f) + high * 128;
-      }
-      const stop = pos + length;
-      if (stop > end) return undefined;
-      for (let i = pos; i < stop; i++) if ((bytes[i] as number) > 0x7f) return undefined;
-      const value = bytes.toString("latin1", pos, stop);
-      pos = stop;
+      const length = shortVarint(bytes);
+      const stop = at + length;
+      if (length < 0 || stop > end) return undefined;
+      for (let i = at; i < stop; i++) if ((bytes[i] as number) > 0x7f) return undefined;
+      const value = bytes.toString("latin1", at, stop);
+      at = stop;
       if (field.kind === STRING) message[field.localName] = value;
       else (message[field.localName] as string[]).push(value);
     }
     return message;
   };
+}
+
+/** Where the decoder is in its bytes (decoding is synchronous, so one position serves every call). */
+let at = 0;
+
+/**
+ * The varint of one or two bytes at `at`, which moves past it (the tags and lengths of the plain case);
+ * -1 for a longer one or for bytes that end first.
+ */
+function shortVarint(bytes: Buffer): number {
+  if (at >= bytes.length) return -1;
+  const low = bytes[at++] as number;
+  if (low < 0x80) return low;
+  if (at >= bytes.length) return -1;
+  const high = bytes[at++] as number;
+  return high < 0x80 ? (low & 0x7f) + high * 128 : -1;
 }
 
 /**

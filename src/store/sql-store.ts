@@ -472,11 +472,11 @@ const PROFILES = new ReusedStatement<ProfilesDb, "users", Row>((kysely, value) =
 
 /**
  * Statements of one lookup (userRoles, getProfile) running at once; more lookups wait and then share one
- * (batched-reads.ts). One: the misses that arrive during a statement's round trip make the next one's batch. Under the cold
- * path's load (64 misses in flight) 4 at once made batches of 5.6 users on average and 6.7-7.7k checks/s,
- * 2 gave 8.3k, 1 made batches of 14.7 and 9.0-9.6k: each statement costs the service a pg round trip and
- * the database a backend wakeup on cores the service shares, so fewer, larger statements win. A lone
- * miss still goes at once.
+ * (batched-reads.ts). One: the misses that arrive during a statement's round trip make the next one's
+ * batch. Under the cold path's load (64 misses in flight) 4 at once made batches of 5.6 users on average
+ * and 6.7-7.7k checks/s, 2 gave 8.3k, 1 made batches of 14.7 and 9.0-9.6k: each statement costs the
+ * service a pg round trip and the database a backend wakeup on cores the service shares, so fewer, larger
+ * statements win. A lone miss still goes at once.
  */
 const USER_ROLES_READS = 1;
 /** Users one userRoles or getProfile statement asks about at most. */
@@ -762,7 +762,7 @@ class SqlStore implements Store {
     });
   }
 
-  /** The profiles of these users (lower case) and the revision they reflect, in one statement (as readUserRoles). */
+  /** The profiles of these users (lower case) and the revision they reflect, in one statement (as roles). */
   private readProfiles(users: string[]): Promise<(user: string) => ProfileRead> {
     const postgres = this.dialect.kind === "postgres";
     return this.read("getProfile", async (em) => {
