@@ -1,7 +1,8 @@
 // The gRPC listener's bridge: serves a protobuf-es DescService and a Connect ServiceImpl on a @grpc/grpc-js
 // Server (measured ~6x connect-node's gRPC path), so the same implementation runs on both listeners.
 // Handlers see a Connect HandlerContext; Connect interceptors run here too, so auth written as one works
-// on both transports.
+// on both transports. Messages are read and written by flat-codec.ts (protobuf-es, with a compiled path for
+// flat messages such as CheckPermission's).
 
 import http2, { type Http2Session } from "node:http2";
 import { create, type DescMessage, type DescMethod, type DescService, isMessage } from "@bufbuild/protobuf";
