@@ -35,6 +35,7 @@ import { AuthzService, CheckPermissionResponseSchema } from "../gen/flip/authz/v
 import { startApp } from "../src/app.ts";
 import { loadConfig } from "../src/config.ts";
 import { createLogger } from "../src/logger.ts";
+import { methodPath } from "../src/rpc/method-name.ts";
 import { codecFor } from "../src/server/flat-codec.ts";
 import { addGrpcService, bindGrpcServer, createGrpcServer } from "../src/server/grpc.ts";
 
@@ -63,7 +64,7 @@ function noopGrpc<I extends DescMessage, O extends DescMessage>(
   server.addService(
     {
       [method.name]: {
-        path: `/${method.parent.typeName}/${method.name}`,
+        path: methodPath(method),
         requestStream: false,
         responseStream: false,
         requestDeserialize: (bytes: Buffer) => decode(method.input, bytes),

@@ -18,6 +18,7 @@ import {
 import { StatusCode } from "../../gen/envoy/type/v3/http_status_pb.ts";
 import type { Decision, GuardRequest, RouteGuard } from "../guard/decide.ts";
 import { requestScope } from "../logger.ts";
+import { methodName } from "../rpc/method-name.ts";
 import type { CallTracer } from "../tracing/call-span.ts";
 import { denialBody, USER_HEADER } from "./guard-answer.ts";
 import { type CallHooks, reportCall, reportStart, type ServerLogger } from "./outcome.ts";
@@ -35,7 +36,7 @@ export interface ExtAuthzOptions {
 }
 
 const CHECK = Authorization.method.check;
-const METHOD_NAME = `${Authorization.typeName}/${CHECK.name}`;
+const METHOD_NAME = methodName(CHECK);
 const PARSE = { readUnknownFields: false };
 const CHECK_RECORD = {
   transport: "grpc",

@@ -20,6 +20,7 @@ import {
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { requestScope } from "../logger.ts";
+import { methodName, methodPath } from "../rpc/method-name.ts";
 import type { CallTracer } from "../tracing/call-span.ts";
 import { codecFor, type MessageCodec } from "./flat-codec.ts";
 import { GrpcCallContext } from "./grpc-context.ts";
@@ -144,7 +145,7 @@ export function addGrpcService<S extends DescService>(
       throw new Error(`${service.typeName}.${method.name}: client-streaming methods are not supported`);
     }
     definition[method.name] = {
-      path: `/${service.typeName}/${method.name}`,
+      path: methodPath(method),
       requestStream: method.methodKind === "bidi_streaming",
       responseStream: method.methodKind !== "unary",
       // Bytes in, bytes out: (de)serialization happens in the handler, where a failure has a proper status.
@@ -171,7 +172,7 @@ function unaryHandler(
   impl: AnyImpl,
   options: GrpcServiceOptions,
 ): grpc.handleUnaryCall<Buffer, Buffer> {
-  const name = `${method.parent.typeName}/${method.name}`;
+  const name = methodName(method);
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   const tracer = options.tracer;
@@ -294,7 +295,7 @@ function streamingHandler(
   impl: AnyImpl,
   options: GrpcServiceOptions,
 ): grpc.handleServerStreamingCall<Buffer, Buffer> | grpc.handleBidiStreamingCall<Buffer, Buffer> {
-  const name = `${method.parent.typeName}/${method.name}`;
+  const name = methodName(method);
   const url = `/${name}`;
   const interceptors = options.interceptors ?? [];
   const tracer = options.tracer;

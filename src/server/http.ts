@@ -13,6 +13,7 @@ import type { DescMethod, DescService } from "@bufbuild/protobuf";
 import type { ContextValues, Interceptor, ServiceImpl, StreamResponse } from "@connectrpc/connect";
 import { Code, ConnectError, cors, createContextKey, createContextValues } from "@connectrpc/connect";
 import { requestScope } from "../logger.ts";
+import { methodName } from "../rpc/method-name.ts";
 import type { CallTracer } from "../tracing/call-span.ts";
 import type { Arrival, BrowserPolicy } from "./browser-policy.ts";
 import { createConnectAdapter } from "./connect-adapter.ts";
@@ -121,13 +122,10 @@ export function createHttpHandler<S extends DescService>(
     grpcWeb: true,
     grpc: true,
     onHandlerError: (reason, handler) =>
-      options.logger.warn(
-        { err: reason, method: `${handler.service.typeName}/${handler.method.name}` },
-        "writing an answer failed",
-      ),
+      options.logger.warn({ err: reason, method: methodName(handler.method) }, "writing an answer failed"),
     onMalformed: (handler, request) => {
       const transport = transportOf(request.headers["content-type"] ?? null);
-      const method = `${handler.service.typeName}/${handler.method.name}`;
+      const method = methodName(handler.method);
       const type = grpcTypeOf(handler.method);
       reportStart(calls, options.logger, transport, method, type);
       reportCall(calls, options.logger, {
@@ -320,7 +318,7 @@ function outcomeInterceptor(
         ? { ...original, signal: AbortSignal.any([original.signal, streamShutdown]) }
         : original;
     const started = performance.now();
-    const method = `${request.service.typeName}/${request.method.name}`;
+    const method = methodName(request.method);
     const transport = transportOf(request.header.get("content-type"));
     const type = grpcTypeOf(request.method);
     const peer = request.contextValues.get(PEER);

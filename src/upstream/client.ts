@@ -16,6 +16,7 @@ import {
 import * as grpc from "@grpc/grpc-js";
 import { parseCertificates, parsePrivateKey, readTlsFile } from "../auth/tls.ts";
 import { ConfigError, type UpstreamConfig } from "../config.ts";
+import { methodName } from "../rpc/method-name.ts";
 import type { OutgoingSpan, UpstreamTracer } from "../tracing/call-span.ts";
 
 export interface CallOptions {
@@ -108,7 +109,7 @@ export function createUpstreamClient(upstream: UpstreamConfig, tracer?: Upstream
   return {
     target: upstream.target,
     unary(method, input, options = {}) {
-      const name = `${method.parent.typeName}/${method.name}`;
+      const name = methodName(method);
       const span = tracer?.startCall(name);
       return new Promise((resolve, reject) => {
         const call = client.makeUnaryRequest(
@@ -131,7 +132,7 @@ export function createUpstreamClient(upstream: UpstreamConfig, tracer?: Upstream
       });
     },
     stream(method, input, options = {}) {
-      const name = `${method.parent.typeName}/${method.name}`;
+      const name = methodName(method);
       const span = tracer?.startCall(name);
       const call = client.makeServerStreamRequest(
         `/${name}`,

@@ -21,6 +21,7 @@ import pg from "pg";
 import { type App, startApp } from "../../src/app.ts";
 import { type Env, loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import { createTestDatabase, type TestDatabase } from "./postgres.ts";
 
 export type Row = Record<string, unknown>;
@@ -109,10 +110,6 @@ export interface AuthzClient {
     input: MessageInitShape<I>,
   ): grpc.ClientReadableStream<MessageShape<O>>;
   close(): void;
-}
-
-function methodPath(method: { parent: { typeName: string }; name: string }): string {
-  return `/${method.parent.typeName}/${method.name}`;
 }
 
 export function createAuthzClient(target: string): AuthzClient {

@@ -21,6 +21,7 @@ import * as grpc from "@grpc/grpc-js";
 import { type App, startApp } from "../../src/app.ts";
 import { type Env, loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import { createTestKey, jwksOf, type TestKey, writeTempFile } from "./keys.ts";
 
 export const S = grpc.status;
@@ -68,10 +69,6 @@ export interface ClientTls {
   ca: Buffer;
   cert?: Buffer;
   key?: Buffer;
-}
-
-function methodPath(method: { parent: { typeName: string }; name: string }): string {
-  return `/${method.parent.typeName}/${method.name}`;
 }
 
 /** A queue of stream events, read one at a time. */

@@ -15,6 +15,7 @@ import { DatabaseSync } from "node:sqlite";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService, CheckPermissionsRequestSchema } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import { BIN } from "../helpers/cli.ts";
 import { tempDir } from "../helpers/keys.ts";
 import { freePort } from "../helpers/ports.ts";
@@ -50,7 +51,7 @@ type Outcome =
   | { kind: "answered"; status: number; grpcStatus?: string; grpcMessage?: string }
   | { kind: "closed"; reason: string };
 
-const METHODS = AuthzService.methods.map((m) => `/${AuthzService.typeName}/${m.name}`);
+const METHODS = AuthzService.methods.map(methodPath);
 
 /** A gRPC length-prefixed message: flag, 4-byte length, payload (the length may lie). */
 function frame(payload: Buffer, compressed = false, declared = payload.length): Buffer {

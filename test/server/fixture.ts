@@ -7,7 +7,6 @@ import {
   type DescMessage,
   type DescMethodServerStreaming,
   type DescMethodUnary,
-  type DescService,
   fromBinary,
   type MessageInitShape,
   type MessageShape,
@@ -23,6 +22,7 @@ import {
 } from "@connectrpc/connect";
 import * as grpc from "@grpc/grpc-js";
 import { AuthzService, ChangeKind } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import type { GrpcServerCall } from "../../src/server/grpc.ts";
 import { createHealthState, type HealthState } from "../../src/server/health.ts";
 import { type RunningServers, startServers } from "../../src/server/listen.ts";
@@ -214,10 +214,6 @@ function deserializer<T extends DescMessage>(schema: T) {
   return (bytes: Buffer) => fromBinary(schema, bytes);
 }
 
-export function path(method: { parent: DescService; name: string }): string {
-  return `/${method.parent.typeName}/${method.name}`;
-}
-
 export interface CallOptions {
   metadata?: Record<string, string>;
   deadlineMs?: number;
@@ -242,7 +238,7 @@ export function unary<I extends DescMessage, O extends DescMessage>(
 ): Promise<MessageShape<O>> {
   return new Promise((resolve, reject) => {
     client.makeUnaryRequest(
-      path(method),
+      methodPath(method),
       serializer(method.input),
       deserializer(method.output),
       create(method.input, input),
@@ -275,7 +271,7 @@ export function serverStream<I extends DescMessage, O extends DescMessage>(
   options: CallOptions = {},
 ): grpc.ClientReadableStream<MessageShape<O>> {
   return client.makeServerStreamRequest(
-    path(method),
+    methodPath(method),
     serializer(method.input),
     deserializer(method.output),
     create(method.input, input),

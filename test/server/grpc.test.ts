@@ -13,16 +13,8 @@ import * as grpc from "@grpc/grpc-js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { Health, HealthCheckResponse_ServingStatus } from "../../gen/grpc/health/v1/health_pb.ts";
-import {
-  collect,
-  type Fixture,
-  path,
-  rawUnary,
-  serverStream,
-  startFixture,
-  unary,
-  until,
-} from "./fixture.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
+import { collect, type Fixture, rawUnary, serverStream, startFixture, unary, until } from "./fixture.ts";
 
 const m = AuthzService.method;
 
@@ -83,12 +75,12 @@ describe("gRPC listener (grpc-js)", () => {
 
   it("answers INVALID_ARGUMENT for a malformed request body and keeps serving", async () => {
     const garbage = Uint8Array.from([0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]);
-    const error = await rawUnary(f.client, path(m.checkPermission), garbage).catch((e) => e);
+    const error = await rawUnary(f.client, methodPath(m.checkPermission), garbage).catch((e) => e);
     expect(error.code).toBe(grpc.status.INVALID_ARGUMENT);
     expect(error.details).toBe("request message is malformed");
     const streamError = await collect(
       f.client.makeServerStreamRequest(
-        path(m.watchChanges),
+        methodPath(m.watchChanges),
         (v: Buffer) => v,
         (v: Buffer) => v,
         Buffer.from([0x0f]),
@@ -127,7 +119,7 @@ describe("gRPC listener (grpc-js)", () => {
   it("aborts the handler's signal when the client cancels a unary call", async () => {
     f.probe.aborted.length = 0;
     const call = f.client.makeUnaryRequest(
-      path(m.checkPermission),
+      methodPath(m.checkPermission),
       (v: Buffer) => v,
       (v: Buffer) => v,
       Buffer.from([0x0a, 0x0a, ...Buffer.from("sleep:5000")]),
@@ -162,7 +154,7 @@ describe("gRPC listener (grpc-js)", () => {
     const message = Buffer.from([0x0a, 7, ...Buffer.from("endless")]);
     const request = session.request({
       ":method": "POST",
-      ":path": path(m.watchChanges),
+      ":path": methodPath(m.watchChanges),
       "content-type": "application/grpc",
       te: "trailers",
     });

@@ -17,6 +17,7 @@ import {
   ListRolesRequestSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { createLogger, formatLine } from "../../src/logger.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import { createHealthState } from "../../src/server/health.ts";
 import { type RunningServers, startServers } from "../../src/server/listen.ts";
 import { BIN } from "../helpers/cli.ts";
@@ -27,7 +28,7 @@ import { createProbe, createTestService } from "./fixture.ts";
 
 const TOKEN = "request-id-test-token-0001";
 const script = requireTool("script");
-const LIST_ROLES = `/${AuthzService.typeName}/${AuthzService.method.listRoles.name}`;
+const LIST_ROLES = methodPath(AuthzService.method.listRoles);
 
 interface Answer {
   code: number;

@@ -20,6 +20,7 @@ import {
   CheckPermissionRequestSchema,
   CheckPermissionResponseSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import { eventually } from "../helpers/app.ts";
 import { runCli } from "../helpers/cli.ts";
 import { readiness } from "../helpers/follower.ts";
@@ -28,7 +29,7 @@ import { jsonLines, type ServeProcess, startServe, stopAll } from "../helpers/se
 import { type OtlpReceiver, type ReceivedSpan, startOtlpReceiver } from "./otlp-receiver.ts";
 
 const TOKEN = "tracing-test-token-000001";
-const CHECK = `/${AuthzService.typeName}/${AuthzService.method.checkPermission.name}`;
+const CHECK = methodPath(AuthzService.method.checkPermission);
 const ENVOY_CHECK = "/envoy.service.auth.v3.Authorization/Check";
 const SERVER = 2;
 const CLIENT = 3;
@@ -371,7 +372,7 @@ describe("a follower continues the caller's trace to its upstream", () => {
     const assign = (role: string, caller: { traceparent: string }) =>
       unary(
         client,
-        `/${AuthzService.typeName}/${AuthzService.method.assignRole.name}`,
+        methodPath(AuthzService.method.assignRole),
         toBinary(AssignRoleRequestSchema, create(AssignRoleRequestSchema, { userId: randomUUID(), role })),
         { traceparent: caller.traceparent, "x-request-id": REQUEST_ID },
       );
