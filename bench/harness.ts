@@ -65,7 +65,7 @@ export interface ServiceOptions extends ServerOptions {
 
 /**
  * The service through its real entry, `bin/flip-authz.js serve` (so with the Node flags it sets), in open
- * mode on free loopback ports; `env` adds DATABASE_URL and the rest.
+ * mode on free loopback ports; `env` adds DATABASE_URL and the rest (AUTHZ_UPSTREAM makes it a follower).
  */
 export async function startService(options: ServiceOptions = {}): Promise<BenchServer> {
   const entry = join(import.meta.dirname, "..", "bin", "flip-authz.js");
@@ -87,7 +87,9 @@ export async function startService(options: ServiceOptions = {}): Promise<BenchS
     },
     (line) => {
       const parsed = JSON.parse(line) as { msg?: string; grpc?: string; http?: string };
-      if (parsed.msg !== "flip-authz listening") return undefined;
+      // A follower (AUTHZ_UPSTREAM set) says "flip-authz follower listening".
+      if (parsed.msg !== "flip-authz listening" && parsed.msg !== "flip-authz follower listening")
+        return undefined;
       const port = (address?: string) => Number(address?.slice(address.lastIndexOf(":") + 1));
       return { port: port(parsed.grpc), httpPort: port(parsed.http) };
     },
@@ -389,6 +391,12 @@ export async function freePort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   if (address === null || typeof address === "string") throw new Error("no port");
   return address.port;
+}
+
+/** One value from a service's /metrics (its HTTP listener). */
+export async function metric(server: BenchServer, name: string): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
+  return Number(new RegExp(`^${name} (\\S+)`, "m").exec(text)?.[1]);
 }
 
 /** Runs bench/grpc-load.ts on the load core with this job (bodies differing per call, checked answers). */

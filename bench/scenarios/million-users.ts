@@ -32,6 +32,7 @@ import {
   grpcFrame,
   grpcLoad,
   LOAD_CPU,
+  metric,
   pairedLoad,
   percentile,
   pinned,
@@ -85,12 +86,6 @@ function fillFrames(from: number, to: number): string[] {
     frames.push(grpcFrame(toBinary(CheckPermissionsRequestSchema, request)).toString("base64"));
   }
   return frames;
-}
-
-/** One value from the service's /metrics. */
-async function metric(server: BenchServer, name: string): Promise<number> {
-  const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();
-  return Number(new RegExp(`^${name} (\\S+)`, "m").exec(text)?.[1]);
 }
 
 async function onDatabase(context: BenchContext, kind: "PostgreSQL" | "SQLite"): Promise<Row[]> {
