@@ -393,6 +393,41 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
+/**
+ * `changes` plain-SQL commits on `writer`, as FLIP's Python API writes (one user_role row for `userId(i)`
+ * each), each timed from COMMIT until `applied(revision)` resolves true, and one round trip (`SELECT 1` on
+ * the same connection) after each as the reference. Both sorted, in ms. Throws when one is not applied.
+ */
+export async function timedCommits(
+  writer: pg.Client,
+  changes: number,
+  row: { userId(i: number): string; roleId: string },
+  applied: (revision: number) => Promise<boolean>,
+): Promise<{ latencies: number[]; baseline: number[] }> {
+  const latencies: number[] = [];
+  const baseline: number[] = [];
+  for (let i = 0; i < changes; i++) {
+    await writer.query("BEGIN");
+    await writer.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [
+      row.userId(i),
+      row.roleId,
+    ]);
+    // A plain-SQL writer's change is logged at once: the counter already holds its revision.
+    const { rows } = await writer.query<{ revision: string }>("SELECT revision::text FROM authz_revision");
+    const revision = Number(rows[0]?.revision);
+    const t0 = performance.now();
+    await writer.query("COMMIT");
+    const b0 = performance.now();
+    await writer.query("SELECT 1");
+    baseline.push(performance.now() - b0);
+    if (!(await applied(revision))) throw new Error(`revision ${revision} was not applied in time`);
+    latencies.push(performance.now() - t0);
+  }
+  latencies.sort((a, b) => a - b);
+  baseline.sort((a, b) => a - b);
+  return { latencies, baseline };
+}
+
 /** One value from a service's /metrics (its HTTP listener). */
 export async function metric(server: BenchServer, name: string): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${server.httpPort}/metrics`)).text();

@@ -39,6 +39,7 @@ import {
   run,
   startServer,
   startService,
+  timedCommits,
 } from "../harness.ts";
 import type { BenchContext, Row, Scenario } from "../report.ts";
 
@@ -163,33 +164,22 @@ async function propagation(sql: pg.Client, upstreamPort: number): Promise<Row> {
     AUTHZ_HTTP_LISTEN: "127.0.0.1:0",
   });
   const follower = await startFollower(config, createLogger("error"));
-  const latencies: number[] = [];
-  const baseline: number[] = [];
+  let timed: { latencies: number[]; baseline: number[] };
   try {
     while (!follower.reader.live) await new Promise((resolve) => setTimeout(resolve, 20));
-    for (let i = 0; i < CHANGES; i++) {
-      await sql.query("BEGIN");
-      await sql.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", [
-        `00000000-0000-4000-a000-${i.toString(16).padStart(12, "0")}`,
-        RESEARCHER_ROLE_ID,
-      ]);
-      const { rows } = await sql.query<{ revision: string }>("SELECT revision::text FROM authz_revision");
-      const revision = Number(rows[0]?.revision);
-      const t0 = performance.now();
-      await sql.query("COMMIT");
-      const b0 = performance.now();
-      await sql.query("SELECT 1");
-      baseline.push(performance.now() - b0);
-      if (!(await follower.reader.waitFor(revision, 5000))) {
-        throw new Error(`revision ${revision} did not reach the follower in 5 s`);
-      }
-      latencies.push(performance.now() - t0);
-    }
+    timed = await timedCommits(
+      sql,
+      CHANGES,
+      {
+        userId: (i) => `00000000-0000-4000-a000-${i.toString(16).padStart(12, "0")}`,
+        roleId: RESEARCHER_ROLE_ID,
+      },
+      (revision) => follower.reader.waitFor(revision, 5000),
+    );
   } finally {
     await follower.shutdown();
   }
-  latencies.sort((a, b) => a - b);
-  baseline.sort((a, b) => a - b);
+  const { latencies, baseline } = timed;
   const p99 = percentile(latencies, 99);
   return {
     name: "commit → applied in a follower's cache, p99",

@@ -8,7 +8,7 @@ import { NIL_UUID } from "../../src/authz/ids.ts";
 import { loadConfig } from "../../src/config.ts";
 import { createLogger } from "../../src/logger.ts";
 import { RESEARCHER_ROLE_ID } from "../fixtures.ts";
-import { percentile } from "../harness.ts";
+import { percentile, timedCommits } from "../harness.ts";
 import type { BenchContext, Row, Scenario } from "../report.ts";
 
 const ADMIN_USER = "11111111-2222-4333-8444-555555555555";
@@ -34,37 +34,27 @@ async function run(context: BenchContext): Promise<Row[]> {
   const writer = new pg.Client({ connectionString: database.url });
   await writer.connect();
   const changes = Number(process.env.BENCH_CHANGES ?? 500);
-  const latencies: number[] = [];
-  const baseline: number[] = [];
+  let timed: { latencies: number[]; baseline: number[] };
   try {
     await replicas[0]?.authz.assignRole(ADMIN_USER, "Admin", NIL_UUID);
-    for (let i = 0; i < changes; i++) {
-      const user = `00000000-0000-4000-8000-${i.toString(16).padStart(12, "0")}`;
-      await writer.query("BEGIN");
-      await writer.query("INSERT INTO user_role (user_id, role_id) VALUES ($1, $2)", [
-        user,
-        RESEARCHER_ROLE_ID,
-      ]);
-      const { rows } = await writer.query<{ revision: string }>(
-        "SELECT max(revision)::text AS revision FROM authz_change_log",
-      );
-      const revision = Number(rows[0]?.revision);
-      const t0 = performance.now();
-      await writer.query("COMMIT");
-      const b0 = performance.now();
-      await writer.query("SELECT 1");
-      baseline.push(performance.now() - b0);
-      const applied = await Promise.all(replicas.map((replica) => replica.reader.waitFor(revision, 5000)));
-      if (applied.includes(false)) throw new Error(`revision ${revision} did not reach every replica in 5 s`);
-      latencies.push(performance.now() - t0);
-    }
+    timed = await timedCommits(
+      writer,
+      changes,
+      {
+        userId: (i) => `00000000-0000-4000-8000-${i.toString(16).padStart(12, "0")}`,
+        roleId: RESEARCHER_ROLE_ID,
+      },
+      (revision) =>
+        Promise.all(replicas.map((replica) => replica.reader.waitFor(revision, 5000))).then((applied) =>
+          applied.every(Boolean),
+        ),
+    );
   } finally {
     await writer.end();
     await Promise.all(replicas.map((replica) => replica.shutdown()));
     await database.drop();
   }
-  latencies.sort((a, b) => a - b);
-  baseline.sort((a, b) => a - b);
+  const { latencies, baseline } = timed;
   const note = `${changes} commits; max ${(latencies.at(-1) ?? 0).toFixed(1)} ms`;
   return [50, 99].map((p) => ({
     name: `commit → every replica, p${p}`,
