@@ -11,7 +11,8 @@ import { promisify } from "node:util";
 import { type DescMessage, fromBinary, type MessageShape } from "@bufbuild/protobuf";
 import * as grpc from "@grpc/grpc-js";
 import pg from "pg";
-import { CheckPermissionResponseSchema } from "../gen/flip/authz/v1/authz_pb.ts";
+import { AuthzService, CheckPermissionResponseSchema } from "../gen/flip/authz/v1/authz_pb.ts";
+import { methodPath } from "../src/rpc/method-name.ts";
 import type { LoadJob, LoadOutcome } from "./grpc-load.ts";
 import type { PostgresAccess } from "./report.ts";
 
@@ -221,7 +222,7 @@ export function grpcFrame(message: Uint8Array): Buffer {
   return frame;
 }
 
-export const CHECK_PATH = "/flip.authz.v1.AuthzService/CheckPermission";
+export const CHECK_PATH = methodPath(AuthzService.method.checkPermission);
 
 /** One real call first: h2load counts an HTTP 200 with a non-zero grpc-status as a success. */
 export function checkOnce(port: number, request: Uint8Array): Promise<{ allowed: boolean }> {

@@ -46,6 +46,20 @@ let stop: () => Promise<void>;
 let port = 0;
 let httpPort = 0;
 
+interface Codec {
+  decode(bytes: Buffer): Message;
+  encode(message: Message): Buffer;
+}
+
+/** protobuf-es's (de)serializers for `schema`, or with `bridgeCodec` the gRPC bridge's. */
+function codec(schema: DescMessage, bridgeCodec: boolean): Codec {
+  if (bridgeCodec) return codecFor(schema);
+  return {
+    decode: (bytes) => fromBinary(schema, bytes),
+    encode: (message) => Buffer.from(toBinary(schema, message)),
+  };
+}
+
 /**
  * grpc-js serving one unary method with a fixed answer, nothing else; (de)serialized by protobuf-es, or
  * with `bridgeCodec` by the gRPC bridge's codec (src/server/flat-codec.ts).
@@ -57,20 +71,19 @@ function noopGrpc<I extends DescMessage, O extends DescMessage>(
   bridgeCodec = false,
 ): grpc.Server {
   const server = new grpc.Server(options);
-  const decode = (schema: DescMessage, bytes: Buffer) =>
-    bridgeCodec ? codecFor(schema).decode(bytes) : fromBinary(schema, bytes);
-  const encode = (schema: DescMessage, message: Message) =>
-    bridgeCodec ? codecFor(schema).encode(message) : Buffer.from(toBinary(schema, message));
+  // Chosen once: the reference does nothing per call but (de)serialize and answer.
+  const input = codec(method.input, bridgeCodec);
+  const output = codec(method.output, bridgeCodec);
   server.addService(
     {
       [method.name]: {
         path: methodPath(method),
         requestStream: false,
         responseStream: false,
-        requestDeserialize: (bytes: Buffer) => decode(method.input, bytes),
-        requestSerialize: (message: MessageShape<I>) => encode(method.input, message),
-        responseSerialize: (message: MessageShape<O>) => encode(method.output, message),
-        responseDeserialize: (bytes: Buffer) => decode(method.output, bytes),
+        requestDeserialize: input.decode,
+        requestSerialize: input.encode,
+        responseSerialize: output.encode,
+        responseDeserialize: output.decode,
       },
     },
     {

@@ -11,9 +11,11 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { create, toBinary } from "@bufbuild/protobuf";
 import {
+  AuthzService,
   CheckPermissionRequestSchema,
   CheckPermissionsRequestSchema,
 } from "../../gen/flip/authz/v1/authz_pb.ts";
+import { methodPath } from "../../src/rpc/method-name.ts";
 import {
   type BenchDatabase,
   benchUserId,
@@ -48,7 +50,7 @@ const CACHED = 100_000;
 const SMALL = 1_000;
 const IN_FLIGHT = 64;
 const COLD_SECONDS = Number(process.env.BENCH_SECONDS ?? 3) + 3;
-const CHECKS_PATH = "/flip.authz.v1.AuthzService/CheckPermissions";
+const CHECKS_PATH = methodPath(AuthzService.method.checkPermissions);
 const STEADY_SECONDS = 10;
 const PAIR_ROUNDS = 3;
 
