@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AuthzService } from "../../gen/flip/authz/v1/authz_pb.ts";
 import { type AppDatabase, createPostgresDatabase, eventually } from "../helpers/app.ts";
 import { createTestPki } from "../helpers/certs.ts";
-import { readiness } from "../helpers/follower.ts";
+import { handledCalls, readiness } from "../helpers/follower.ts";
 import { CLIENT_ID, ISSUER, signAccessToken } from "../helpers/keys.ts";
 import { postgresAvailable } from "../helpers/postgres.ts";
 import {
@@ -223,6 +223,37 @@ describe.skipIf(!postgresAvailable)(
       for (const follower of followers) {
         await eventually(async () => !(await allowed(follower, user, "CAN_APPROVE_PROJECTS")), 3000);
       }
+    });
+
+    it("a follower frozen (SIGSTOP) in a forwarded WatchChanges: the upstream ends it at the caller's deadline", async () => {
+      // The follower cannot cancel while frozen, so only the deadline it passed on can end the upstream's
+      // stream: the caller's, which travelled with the call.
+      const follower = followers[0] as ServeProcess;
+      const c = grpcOf(follower);
+      const user = randomUUID();
+      const first = await c.unary(m.assignRole, { userId: user, role: "Viewer" }, { authorization: admin });
+      const from = (first.body as { writtenAt: string }).writtenAt;
+      const watch = c.stream(m.watchChanges, { after: from }, { authorization: admin, timeoutMs: 4000 });
+      try {
+        await c.unary(m.updateProfile, { userId: user, name: "W" }, { authorization: admin });
+        expect(await watch.next(3000)).toMatchObject({
+          message: { kind: "CHANGE_KIND_PROFILE", userId: user },
+        });
+        const before = await handledCalls(upstream.httpBase, "WatchChanges", "DeadlineExceeded");
+        follower.signal("SIGSTOP");
+        try {
+          await eventually(
+            async () => (await handledCalls(upstream.httpBase, "WatchChanges", "DeadlineExceeded")) > before,
+            8000,
+          );
+        } finally {
+          follower.signal("SIGCONT");
+        }
+        expect(await watch.next(5000)).toMatchObject({ end: { code: S.DEADLINE_EXCEEDED } });
+      } finally {
+        watch.close();
+      }
+      expect(await serving(follower)).toBe(true);
     });
 
     it("the upstream frozen (SIGSTOP): within the bound, cached checks answered and SERVING; past it, NOT_SERVING and no stale answer; back by itself", async () => {
