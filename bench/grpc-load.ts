@@ -1,5 +1,6 @@
-// A gRPC unary load generator for requests that differ from call to call (h2load repeats one body): raw
-// node:http2, a fixed number of calls in flight, each answer checked (HTTP 200 and grpc-status 0). Run as
+// A gRPC unary load generator for requests that differ from call to call (h2load repeats one body): HTTP/2
+// frames written straight to the socket (raw-h2.ts), a fixed number of calls in flight, each answer checked
+// (a message, then the end of the stream; a failed call is sent again through node:http2 to say why). Run as
 // its own process pinned to the load core (harness.ts grpcLoad); reads its job from the JSON file named by
 // argv[2] and prints the outcome as one JSON line.
 //
@@ -8,7 +9,7 @@
 
 import { readFileSync } from "node:fs";
 import http2 from "node:http2";
-import net from "node:net";
+import { RawGrpcConnection } from "./raw-h2.ts";
 
 export interface LoadJob {
   port: number;
@@ -78,27 +79,18 @@ export function unaryCall(
 
 async function runJob(job: LoadJob): Promise<LoadOutcome> {
   const bodies = job.bodies.map((body) => Buffer.from(body, "base64"));
-  const sessions = Array.from({ length: job.connections ?? 4 }, () =>
-    http2.connect(`http://127.0.0.1:${job.port}`, {
-      // Small requests must not wait for Nagle's algorithm.
-      createConnection: () => net.connect({ host: "127.0.0.1", port: job.port, noDelay: true }),
-    }),
+  const connections = await Promise.all(
+    Array.from({ length: job.connections ?? 4 }, () =>
+      RawGrpcConnection.connect(job.port, job.path, job.headers),
+    ),
   );
-  await Promise.all(sessions.map((session) => new Promise((resolve) => session.once("connect", resolve))));
-  const headers = {
-    ":method": "POST",
-    ":path": job.path,
-    "content-type": "application/grpc",
-    te: "trailers",
-    ...job.headers,
-  };
   let next = job.once ? 0 : Math.floor(Math.random() * bodies.length);
   let sent = 0;
   let measuring = !job.warmUp;
   let stopAt = Number.POSITIVE_INFINITY;
   let calls = 0;
   let failures = 0;
-  let firstFailure: string | undefined;
+  let failed: { body: Buffer; why: string } | undefined;
   const latencies: number[] = [];
   let started = performance.now();
 
@@ -115,13 +107,13 @@ async function runJob(job: LoadJob): Promise<LoadOutcome> {
     const body = bodies[next % bodies.length] as Buffer;
     next++;
     const t0 = performance.now();
-    const session = sessions[sent++ % sessions.length] as http2.ClientHttp2Session;
-    unaryCall(session, headers, body, (answer) => {
+    const connection = connections[sent++ % connections.length] as RawGrpcConnection;
+    connection.call(body, (ok, why) => {
       if (measuring) {
         calls++;
-        if (!answerOk(answer)) {
+        if (!ok) {
           failures++;
-          firstFailure ??= `HTTP ${answer.status}, grpc-status ${answer.grpcStatus}: ${answer.message}`;
+          failed ??= { body, why };
         } else {
           latencies.push(performance.now() - t0);
         }
@@ -144,16 +136,35 @@ async function runJob(job: LoadJob): Promise<LoadOutcome> {
   for (let i = 0; i < job.concurrency; i++) launch();
   await finished;
   const seconds = (performance.now() - started) / 1000;
-  for (const session of sessions) session.close();
+  for (const connection of connections) connection.close();
   latencies.sort((a, b) => a - b);
   return {
     calls,
     failures,
-    ...(firstFailure !== undefined && { firstFailure }),
+    ...(failed !== undefined && { firstFailure: await explain(job, failed.body, failed.why) }),
     seconds,
     rate: calls / seconds,
     latencies,
   };
+}
+
+/** What a failed call's answer said, from the same call sent again through node:http2. */
+async function explain(job: LoadJob, body: Buffer, why: string): Promise<string> {
+  const session = http2.connect(`http://127.0.0.1:${job.port}`);
+  try {
+    const headers = {
+      ":method": "POST",
+      ":path": job.path,
+      "content-type": "application/grpc",
+      te: "trailers",
+    };
+    const answer = await new Promise<UnaryAnswer>((resolve) =>
+      unaryCall(session, { ...headers, ...job.headers }, body, resolve),
+    );
+    return `${why}; sent again: HTTP ${answer.status}, grpc-status ${answer.grpcStatus}: ${answer.message}`;
+  } finally {
+    session.close();
+  }
 }
 
 if (import.meta.main) {
