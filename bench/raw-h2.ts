@@ -42,13 +42,26 @@ interface Call {
   message: boolean;
 }
 
+/** Writes a frame's 9-byte header and its payload into `bytes` at `at`; returns where the frame ends. */
+function putFrame(
+  bytes: Buffer,
+  at: number,
+  type: number,
+  flags: number,
+  stream: number,
+  payload: Buffer,
+): number {
+  bytes.writeUIntBE(payload.length, at, 3);
+  bytes[at + 3] = type;
+  bytes[at + 4] = flags;
+  bytes.writeUInt32BE(stream, at + 5);
+  payload.copy(bytes, at + 9);
+  return at + 9 + payload.length;
+}
+
 function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
   const bytes = Buffer.allocUnsafe(9 + payload.length);
-  bytes.writeUIntBE(payload.length, 0, 3);
-  bytes[3] = type;
-  bytes[4] = flags;
-  bytes.writeUInt32BE(stream, 5);
-  payload.copy(bytes, 9);
+  putFrame(bytes, 0, type, flags, stream, payload);
   return bytes;
 }
 
@@ -174,17 +187,7 @@ export class RawGrpcConnection {
     this.#calls.set(stream, { done, message: false });
     const block = this.#headerBlock;
     const bytes = Buffer.allocUnsafe(18 + block.length + body.length);
-    bytes.writeUIntBE(block.length, 0, 3);
-    bytes[3] = HEADERS;
-    bytes[4] = END_HEADERS;
-    bytes.writeUInt32BE(stream, 5);
-    block.copy(bytes, 9);
-    const data = 9 + block.length;
-    bytes.writeUIntBE(body.length, data, 3);
-    bytes[data + 3] = DATA;
-    bytes[data + 4] = END_STREAM;
-    bytes.writeUInt32BE(stream, data + 5);
-    body.copy(bytes, data + 9);
+    putFrame(bytes, putFrame(bytes, 0, HEADERS, END_HEADERS, stream, block), DATA, END_STREAM, stream, body);
     this.#write(bytes);
   }
 
